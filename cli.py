@@ -1,0 +1,31 @@
+"""Command-line plumbing shared by every script: user errors end in one clear line."""
+import functools
+import sys
+
+
+class UserError(Exception):
+    """An error the user caused and can fix (missing file, bad image, wrong weights...)."""
+
+
+def run_main(main):
+    """Wrap a script's ``main(argv=None)`` so a UserError prints one line and exits with 2.
+
+    KeyboardInterrupt exits with 130 without a traceback. Programming errors still raise.
+    """
+
+    @functools.wraps(main)
+    def wrapper(argv=None):
+        try:
+            return main(argv)
+        except UserError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            raise SystemExit(2)
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            raise SystemExit(130)
+
+    return wrapper
+
+
+def warn(msg):
+    print(f"warning: {msg}", file=sys.stderr)

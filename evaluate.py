@@ -1,0 +1,154 @@
+"""Benchmark a model (or any tool's probability maps) on a test set, the way the field reports it.
+
+    python evaluate.py --dataset DRIVE --weights UNet.pth
+    python evaluate.py --dataset DRIVE --weights UNet_patch_equalized_patch_256_50.pth
+    python evaluate.py --dataset STARE --weights UNet_STARE.pth
+    python evaluate.py --dataset DRIVE --pred other_tool/ --threshold 0.5
+
+Every test image is segmented with the weights' own method and preprocessing. Metrics are
+computed inside the FOV (DATASET/test/mask) with pixels pooled over all test images: AUC-ROC,
+AUC-PR, F1 (= Dice), accuracy, sensitivity, specificity, MCC, IoU. The binarisation threshold is
+the one stored in the weights (chosen on validation images from the training set); nothing is
+chosen on the test set. The second observer (DATASET/test/label2) is scored against the first
+as the human reference. Writes OUT/per_image.csv, OUT/summary.json, OUT/roc.png, OUT/pr.png.
+"""
+import argparse
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from cli import UserError, run_main
+from dataset import load_sample, pair_files, split_dir
+from imio import atomic_replace, read_image, stem
+from metrics import all_metrics, binary_metrics, pooled
+
+ORDER = ["auc_roc", "auc_pr", "f1", "accuracy", "sensitivity", "specificity", "mcc", "iou"]
+
+
+def read_prob_map(folder, name, shape):
+    for cand in (f"{name}_prob.png", f"{name}.png"):
+        path = Path(folder) / cand
+        if path.is_file():
+            arr = read_image(path)
+            if arr.ndim == 3:
+                arr = arr[..., 0]
+            if arr.shape != shape:
+                raise UserError(f"{path} is {arr.shape[1]}x{arr.shape[0]}, its test image is {shape[1]}x{shape[0]}")
+            return arr.astype(np.float32) / 255.0
+    raise UserError(f"no probability map for {name} in {folder} (expected {name}_prob.png or {name}.png)")
+
+
+def save_curves(y, p, out, title):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import precision_recall_curve, roc_curve
+
+    fpr, tpr, _ = roc_curve(y, p)
+    prec, rec, _ = precision_recall_curve(y, p)
+    for fname, xs, ys, xl, yl in (("roc.png", fpr, tpr, "false positive rate", "true positive rate"),
+                                  ("pr.png", rec, prec, "recall", "precision")):
+        fig, ax = plt.subplots(figsize=(4.5, 4.5))
+        ax.plot(xs, ys)
+        ax.set(xlabel=xl, ylabel=yl, title=title, xlim=(0, 1), ylim=(0, 1.01))
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        atomic_replace(out / fname, lambda tmp: fig.savefig(tmp, dpi=100, format="png"), suffix=".png")
+        plt.close(fig)
+
+
+def evaluate(samples, probs, threshold):
+    """Pooled metrics plus one row per image."""
+    rows = []
+    for s, p in zip(samples, probs):
+        m = all_metrics(s.label[s.fov], p[s.fov], threshold)
+        rows.append({"image": s.name, **{k: round(m[k], 5) for k in ORDER}})
+    y, p = pooled([(s.label, pr, s.fov) for s, pr in zip(samples, probs)])
+    return all_metrics(y, p, threshold), rows, (y, p)
+
+
+def human_reference(root, dataset, samples):
+    folder = split_dir(root, dataset, "test") / "label2"
+    if not folder.is_dir():
+        return None
+    from imio import read_mask
+
+    pairs = []
+    for s in samples:
+        path = folder / f"{s.name}.png"
+        if not path.is_file():
+            return None
+        pairs.append((s.label, read_mask(path), s.fov))
+    y, pred = pooled(pairs)
+    return binary_metrics(y, pred)
+
+
+@run_main
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", default="DRIVE", help="dataset folder name (default: %(default)s)")
+    p.add_argument("--root", default=".", help="folder holding DATASET/ (default: current folder)")
+    p.add_argument("--split", default="test", choices=["test", "train"], help="which split to score (default: %(default)s)")
+    p.add_argument("--weights", default="UNet.pth", help="weights to evaluate (default: %(default)s)")
+    p.add_argument("--pred", default=None, help="score probability maps NAME_prob.png/NAME.png from this folder instead")
+    p.add_argument("--threshold", type=float, default=None, help="threshold (default: the one stored in the weights; 0.5 with --pred)")
+    p.add_argument("--tta", action="store_true", help="test-time flip augmentation")
+    p.add_argument("--limit", type=int, default=0, help="only the first N images (quick checks; not a benchmark)")
+    p.add_argument("--out", default=None, help="output folder (default: eval/DATASET_NAME)")
+    args = p.parse_args(argv)
+
+    pairs = pair_files(split_dir(args.root, args.dataset, args.split), require_mask=True)
+    if args.limit:
+        pairs = pairs[: args.limit]
+    samples = [load_sample(*t) for t in pairs]
+    source = args.pred or args.weights
+    t0 = time.perf_counter()
+    if args.pred:
+        probs = [read_prob_map(args.pred, s.name, s.label.shape) for s in samples]
+        threshold = 0.5 if args.threshold is None else args.threshold
+        method = "external"
+    else:
+        from inference import Segmenter
+
+        seg = Segmenter.from_file(args.weights, flip=args.tta)
+        threshold = seg.threshold if args.threshold is None else args.threshold
+        method = seg.pre["method"]
+        probs = [seg.probability(s.image, s.fov) for s in tqdm(samples, desc="segmenting", disable=None, file=sys.stderr)]
+    seconds = time.perf_counter() - t0
+    summary, rows, (y, pp) = evaluate(samples, probs, threshold)
+    human = human_reference(args.root, args.dataset, samples) if args.split == "test" else None
+
+    out = Path(args.out or Path("eval") / f"{args.dataset}_{Path(source.rstrip('/')).stem}")
+    out.mkdir(parents=True, exist_ok=True)
+
+    def write_csv(tmp):
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=["image"] + ORDER)
+            w.writeheader()
+            w.writerows(rows)
+
+    atomic_replace(out / "per_image.csv", write_csv, suffix=".csv")
+    report = {"dataset": args.dataset, "split": args.split, "images": len(samples), "source": source,
+              "method": method, "threshold": threshold, "tta": args.tta, "seconds": round(seconds, 2),
+              "metrics": {k: round(summary[k], 4) for k in ORDER},
+              "second_observer": {k: round(v, 4) for k, v in human.items()} if human else None}
+    atomic_replace(out / "summary.json", lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2)), suffix=".json")
+    save_curves(y, pp, out, f"{args.dataset} {args.split}: {Path(source).stem}")
+
+    print(f"{args.dataset} {args.split}, {len(samples)} images, inside the FOV, pixels pooled; threshold {threshold:.3f}")
+    print("| " + " | ".join(["row"] + ORDER) + " |")
+    print("|" + "---|" * (len(ORDER) + 1))
+    print("| " + " | ".join([Path(source).stem] + [f"{summary[k]:.4f}" for k in ORDER]) + " |")
+    if human:
+        print("| " + " | ".join(["second observer", "-", "-"] + [f"{human[k]:.4f}" for k in ORDER[2:]]) + " |")
+    print(f"wrote {out}/per_image.csv, summary.json, roc.png, pr.png")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,217 @@
+"""Inference shared by predict.py, predict_through_patch.py, evaluate.py and training validation.
+
+``Segmenter`` turns any fundus photograph (RGB or gray, any size) into a vessel probability map of
+the same size, following the preprocessing recorded in the checkpoint:
+
+* ``method: whole``  -- gray, rescale so the FOV diameter matches the training scale, CLAHE,
+  tiled sliding-window inference (tiles overlap by a margin wider than the network's receptive
+  field and only each tile's centre is kept: identical to untiled inference, bounded memory).
+* ``method: patch``  -- the original local-enhancement method: gray, resize to ``size`` x ``size``,
+  overlapping ``patch`` windows each histogram-equalized and segmented, blended with smooth
+  weights (no seams), resized back.
+
+Pixels outside the field of view (estimated from the image unless given) are set to 0.
+"""
+import math
+
+import cv2
+import numpy as np
+import torch
+
+from preprocess import enhance, equalize, estimate_fov, fov_diameter, resize, to_gray
+from unet import load_model
+
+
+def window_weight(size, margin, soft, first=False, last=False):
+    """1-D blending weight of a window: a smooth ramp (soft) or its centre only (hard).
+
+    A hard window keeps its margin on a side where it touches the image border (``first`` /
+    ``last``): there the margin has the same context as untiled inference.
+    """
+    t = np.arange(size, dtype=np.float64)
+    if soft:
+        return np.clip(np.minimum(t + 1, size - t) / (size / 2), 1e-3, 1.0)
+    lo = 0 if first else margin
+    hi = size if last else size - margin
+    return np.where((t >= lo) & (t < hi), 1.0, 1e-6)
+
+
+def _starts(length, window, stride):
+    starts = list(range(0, max(length - window, 0) + 1, stride))
+    if starts[-1] + window < length:
+        starts.append(length - window)
+    return starts
+
+
+@torch.inference_mode()
+def tiled_predict(model, image, window, margin=None, stride=None, window_fn=None, soft=False, batch=4, flip=False):
+    """Probability map (float32 HxW) of a uint8 gray image by sliding-window inference.
+
+    window: tile side; margin: context discarded at each tile side (hard blending);
+    stride: step between tiles (default ``window - 2*margin``); window_fn: applied to each uint8
+    tile before the network (e.g. histogram equalization); soft: blend with smooth weights.
+    flip: average with the horizontally flipped prediction (test-time augmentation).
+    """
+    align = model.align
+    h, w = image.shape
+    ph, pw = math.ceil(h / align) * align, math.ceil(w / align) * align
+    window = min(window, max(ph, pw)) if window_fn is None else window
+    window = max(align, window // align * align)
+    th, tw = min(window, ph), min(window, pw)
+    if window_fn is not None:  # per-window preprocessing needs full windows
+        th, tw = window, window
+        ph, pw = max(ph, th), max(pw, tw)
+    padded = np.zeros((ph, pw), np.uint8)
+    padded[:h, :w] = image
+    if margin is None:
+        margin = window // 4
+    margin = min(margin, (min(th, tw) - align) // 2)
+    if stride is None:
+        stride = max(align, (min(th, tw) - 2 * margin) // align * align)
+    ys, xs = _starts(ph, th, stride), _starts(pw, tw, stride)
+    wy = {y: window_weight(th, margin, soft, y == 0, y + th >= ph) for y in ys}
+    wx = {x: window_weight(tw, margin, soft, x == 0, x + tw >= pw) for x in xs}
+    acc = np.zeros((ph, pw), np.float32)
+    norm = np.zeros((ph, pw), np.float32)
+    coords = [(y, x) for y in ys for x in xs]
+    for i in range(0, len(coords), batch):
+        chunk = coords[i:i + batch]
+        tiles = []
+        for y, x in chunk:
+            tile = padded[y:y + th, x:x + tw]
+            tiles.append(window_fn(tile) if window_fn is not None else tile)
+        xb = torch.from_numpy(np.stack(tiles)[:, None].astype(np.float32) / 255.0)
+        prob = torch.sigmoid(model(xb))
+        if flip:
+            prob = 0.5 * (prob + torch.sigmoid(model(xb.flip(-1))).flip(-1))
+        prob = prob[:, 0].numpy()
+        for (y, x), p in zip(chunk, prob):
+            weight = np.outer(wy[y], wx[x]).astype(np.float32)
+            acc[y:y + th, x:x + tw] += p * weight
+            norm[y:y + th, x:x + tw] += weight
+    return (acc / norm)[:h, :w]
+
+
+class Segmenter:
+    """A loaded model with its preprocessing and threshold; load once, segment many images."""
+
+    def __init__(self, model, preprocess, threshold=0.5, tile=1024, rescale=True, flip=False):
+        self.model = model.eval()
+        self.pre = dict(preprocess)
+        self.threshold = float(threshold)
+        self.tile, self.rescale, self.flip = tile, rescale, flip
+
+    @classmethod
+    def from_file(cls, path, hint="", **kw):
+        model, ckpt = load_model(path, hint)
+        return cls(model, ckpt["preprocess"], ckpt["threshold"], **kw)
+
+    def probability(self, image, fov=None):
+        """Vessel probability in [0, 1], float32, same height/width as ``image``; 0 outside the FOV."""
+        if fov is None:
+            fov = estimate_fov(image)
+        gray = to_gray(image)
+        h, w = gray.shape
+        if self.pre["method"] == "patch":
+            size = int(self.pre["size"])
+            work = resize(gray, (size, size))
+            patch = int(self.pre["patch"])
+            fn = equalize if self.pre.get("enhance") == "equalize" else None
+            prob = tiled_predict(self.model, work, patch, stride=patch // 2, window_fn=fn or (lambda t: t),
+                                 soft=True, flip=self.flip)
+        elif self.pre["method"] == "whole":
+            scale = 1.0
+            target = self.pre.get("fov_diameter")
+            if self.rescale and target:
+                scale = float(target) / fov_diameter(fov)
+                if abs(math.log(scale)) < math.log(1.15):
+                    scale = 1.0
+            work = gray if scale == 1.0 else resize(gray, (max(1, round(w * scale)), max(1, round(h * scale))))
+            work = enhance(work, self.pre.get("enhance", "none"))
+            margin = 16 * self.model.align
+            prob = tiled_predict(self.model, work, self.tile, margin=margin, flip=self.flip)
+        else:
+            raise ValueError(f"unknown method {self.pre['method']!r}")
+        if prob.shape != (h, w):
+            prob = cv2.resize(prob, (w, h), interpolation=cv2.INTER_LINEAR)
+        prob = np.clip(prob, 0.0, 1.0)
+        prob[~fov] = 0.0
+        return prob
+
+    def segment(self, image, fov=None):
+        """(probability map, boolean vessel mask) for one image."""
+        prob = self.probability(image, fov)
+        return prob, prob >= self.threshold
+
+
+def prediction_main(default_weights, doc, train_hint):
+    """Build the ``main(argv=None)`` of predict.py / predict_through_patch.py (one implementation)."""
+    import argparse
+    import sys
+    import time
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from cli import UserError, run_main, warn
+    from imio import is_image_file, list_images, read_image, stem, write_png
+
+    @run_main
+    def main(argv=None):
+        p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.add_argument("--input", default=None,
+                       help="an image or a folder of images (default: predict/img.png -> result/res.png)")
+        p.add_argument("--output", default="result", help="output folder (default: %(default)s)")
+        p.add_argument("--weights", default=default_weights, help="weights file (default: %(default)s)")
+        p.add_argument("--prob", action="store_true", help="also write NAME_prob.png, the 8-bit probability map")
+        p.add_argument("--threshold", type=float, default=None,
+                       help="override the threshold stored in the weights (chosen on validation images)")
+        p.add_argument("--tta", action="store_true", help="average with a horizontally flipped pass (slower)")
+        p.add_argument("--no-rescale", action="store_true",
+                       help="do not rescale images whose field of view differs from the training scale")
+        args = p.parse_args(argv)
+
+        out_dir = Path(args.output)
+        if args.input is None:
+            jobs = [(Path("predict/img.png"), out_dir / "res.png")]
+        else:
+            src = Path(args.input)
+            if src.is_dir():
+                files = list_images(src)
+                if not files:
+                    raise UserError(f"no images in {src}")
+            elif src.is_file():
+                if not is_image_file(src):
+                    raise UserError(f"{src}: not an image file (expected .png, .jpg, .tif, .gif, .ppm, ...)")
+                files = [src]
+            else:
+                raise UserError(f"input {src} not found")
+            jobs = [(f, out_dir / f"{stem(f)}.png") for f in files]
+        if not jobs[0][0].exists() and args.input is None:
+            raise UserError(f"{jobs[0][0]} not found: put the image to segment there, or pass --input FILE_OR_DIR")
+        seg = Segmenter.from_file(args.weights, hint=train_hint, rescale=not args.no_rescale, flip=args.tta)
+        if args.threshold is not None:
+            seg.threshold = args.threshold
+        failed, times = [], []
+        for src, dst in tqdm(jobs, desc="segmenting", disable=None if len(jobs) > 1 else True, file=sys.stderr):
+            try:
+                image = read_image(src)
+            except UserError as exc:
+                if len(jobs) == 1:
+                    raise
+                warn(str(exc))
+                failed.append(src.name)
+                continue
+            t0 = time.perf_counter()
+            prob, mask = seg.segment(image)
+            times.append(time.perf_counter() - t0)
+            write_png(dst, mask)
+            if args.prob:
+                write_png(dst.with_name(dst.stem + "_prob.png"), np.round(prob * 255).astype(np.uint8))
+        done = len(jobs) - len(failed)
+        where = jobs[0][1] if len(jobs) == 1 else out_dir
+        print(f"segmented {done} image(s) -> {where} ({np.median(times) if times else 0:.3f} s per image, median)")
+        if failed:
+            raise UserError(f"{len(failed)} of {len(jobs)} images could not be read: {', '.join(failed[:5])}")
+
+    return main

@@ -1,0 +1,103 @@
+"""Convert an official DRIVE or STARE release into this toolkit's folder layout.
+
+    python prepare_data.py --dataset DRIVE --source ../shared/data/DRIVE
+    python prepare_data.py --dataset STARE --source ../shared/data/STARE
+
+writes DATASET/{train,test}/{image,label,mask}/NN_training.png | NN_testing.png (colour images,
+binary 0/255 labels and FOV masks) and, for the test split, label2/ with the second observer.
+DRIVE: training/ 21..40 -> 01..20_training, test/ 01..20 -> 01..20_testing; official masks.
+STARE: the 20 labelled images in name order; the first 10 (im0001 im0002 im0003 im0004 im0005
+im0044 im0077 im0081 im0082 im0139) train, the last 10 (im0162 im0163 im0235 im0236 im0239
+im0240 im0255 im0291 im0319 im0324) test; labels-ah is the label, labels-vk the second
+observer; STARE has no FOV masks, so they are estimated from the images.
+DATASET/sources.csv maps every written name back to its original file.
+"""
+import argparse
+import csv
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+from tqdm import tqdm
+
+from cli import UserError, run_main
+from imio import read_image, read_mask, replace_dir, write_png
+from preprocess import estimate_fov
+
+
+def drive_items(src):
+    """(split, new name, image, label, mask, second-observer label or None) for DRIVE."""
+    items = []
+    for split, sub, tag in (("train", "training", "training"), ("test", "test", "testing")):
+        images = sorted((src / sub / "images").glob("*.tif"))
+        if not images:
+            raise UserError(f"no .tif images in {src / sub / 'images'}: --source must be the DRIVE folder "
+                            f"holding training/ and test/")
+        for i, img in enumerate(images, 1):
+            num = re.match(r"\d+", img.name).group(0)
+            label = src / sub / "1st_manual" / f"{num}_manual1.gif"
+            mask = src / sub / "mask" / f"{num}_{sub}_mask.gif"
+            second = src / sub / "2nd_manual" / f"{num}_manual2.gif"
+            items.append((split, f"{i:02d}_{tag}", img, label, mask, second if second.is_file() else None))
+    return items
+
+
+def stare_items(src):
+    images = sorted((src / "stare-images").glob("im*.ppm*"))
+    labelled = [p for p in images if (src / "labels-ah" / p.name.replace(".ppm", ".ah.ppm")).is_file()]
+    if len(labelled) < 2:
+        raise UserError(f"no labelled STARE images in {src}: --source must hold stare-images/ and labels-ah/")
+    half = len(labelled) // 2
+    items = []
+    for k, img in enumerate(labelled):
+        split, tag, i = ("train", "training", k + 1) if k < half else ("test", "testing", k - half + 1)
+        label = src / "labels-ah" / img.name.replace(".ppm", ".ah.ppm")
+        second = src / "labels-vk" / img.name.replace(".ppm", ".vk.ppm")
+        items.append((split, f"{i:02d}_{tag}", img, label, None, second if split == "test" and second.is_file() else None))
+    return items
+
+
+@run_main
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", choices=["DRIVE", "STARE"], default="DRIVE", help="which release (default: %(default)s)")
+    p.add_argument("--source", default=None, help="the official release folder (default: ../shared/data/DATASET)")
+    p.add_argument("--root", default=".", help="where DATASET/ is written (default: current folder)")
+    args = p.parse_args(argv)
+    src = Path(args.source or Path("../shared/data") / args.dataset)
+    if not src.is_dir():
+        raise UserError(f"source folder {src} not found: download the official {args.dataset} release and pass --source")
+    items = drive_items(src) if args.dataset == "DRIVE" else stare_items(src)
+    root = Path(args.root)
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{args.dataset}.new-"))
+    try:
+        rows = []
+        for split, name, img, label, mask, second in tqdm(items, desc=f"preparing {args.dataset}", disable=None):
+            image = read_image(img)
+            lab = read_mask(label)
+            fov = read_mask(mask) if mask is not None else estimate_fov(image)
+            if lab.shape != image.shape[:2] or fov.shape != image.shape[:2]:
+                raise UserError(f"{label} or its mask does not have the size of {img}")
+            out = tmp / split
+            write_png(out / "image" / f"{name}.png", image)
+            write_png(out / "label" / f"{name}.png", lab)
+            write_png(out / "mask" / f"{name}.png", fov)
+            if second is not None:
+                write_png(out / "label2" / f"{name}.png", read_mask(second))
+            rows.append((split, name, img.name, label.name, mask.name if mask else "estimated", second.name if second else ""))
+        with open(tmp / "sources.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["split", "name", "image", "label", "mask", "second_observer"])
+            w.writerows(rows)
+        replace_dir(tmp, root / args.dataset)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    n_train = sum(r[0] == "train" for r in rows)
+    print(f"wrote {root / args.dataset}: {n_train} training and {len(rows) - n_train} test images")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+"""Image preprocessing shared by data preparation, training and inference.
+
+Everything a model needs to see its inputs the way it saw them in training is described by a
+small ``preprocess`` dict stored in the checkpoint:
+
+``{"method": "whole", "enhance": "clahe", "fov_diameter": 540}``
+    whole image at its native scale (rescaled by its field of view to ``fov_diameter``),
+    grayscale, CLAHE over the whole image.
+``{"method": "patch", "size": 512, "patch": 256, "enhance": "equalize"}``
+    the original "local enhancement" method: resize to ``size`` x ``size``, cut ``patch`` x
+    ``patch`` windows, equalize the histogram of each window, segment it.
+"""
+import cv2
+import numpy as np
+
+ENHANCERS = ("none", "equalize", "clahe")
+
+
+def to_gray(img):
+    """uint8 HxW from an RGB (HxWx3) or gray image; the same formula everywhere (ITU-R 601)."""
+    if img.ndim == 2:
+        return img
+    return cv2.cvtColor(np.ascontiguousarray(img[..., :3]), cv2.COLOR_RGB2GRAY)
+
+
+def equalize(gray):
+    """Global histogram equalization of a uint8 gray image (the original method)."""
+    return cv2.equalizeHist(np.ascontiguousarray(gray))
+
+
+def clahe(gray, clip=2.0, tile=8):
+    """Contrast-limited adaptive histogram equalization."""
+    return cv2.createCLAHE(clipLimit=clip, tileGridSize=(tile, tile)).apply(np.ascontiguousarray(gray))
+
+
+def enhance(gray, how):
+    if how == "none":
+        return gray
+    if how == "equalize":
+        return equalize(gray)
+    if how == "clahe":
+        return clahe(gray)
+    raise ValueError(f"unknown enhancement {how!r}; choose from {ENHANCERS}")
+
+
+def resize(img, size, label=False):
+    """Resize to (width, height); labels/masks stay binary (nearest neighbour)."""
+    w, h = size
+    if img.dtype == bool:
+        return cv2.resize(img.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
+    interp = cv2.INTER_NEAREST if label else cv2.INTER_AREA if w * h < img.shape[0] * img.shape[1] else cv2.INTER_LINEAR
+    return cv2.resize(img, (w, h), interpolation=interp)
+
+
+def estimate_fov(img):
+    """Field-of-view mask (bool HxW) of a fundus photograph, from the image itself.
+
+    The FOV is the bright disc on a dark background. On a smoothed brightness map (the red channel
+    of a colour image, where the fundus is brightest and the background darkest; the gray level of
+    a gray one) pixels above half the Otsu threshold are kept, then the largest connected region
+    with its holes filled. Works for any size and circle radius; vectorised, no per-pixel loop.
+    (Measured: IoU 0.985-1.0 with the 40 official DRIVE masks, colour or gray input.)
+    """
+    bright = img[..., 0] if img.ndim == 3 else img
+    bright = cv2.GaussianBlur(np.ascontiguousarray(bright), (0, 0), max(1.0, min(bright.shape) / 300))
+    if int(bright.max()) - int(bright.min()) < 10:  # flat image: no recognisable FOV, keep everything
+        return np.ones(bright.shape, bool)
+    otsu, _ = cv2.threshold(bright, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    fg = (bright > max(8.0, 0.5 * otsu)).astype(np.uint8)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(fg, connectivity=8)
+    if n <= 1:
+        return np.ones(bright.shape, bool)
+    largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    fg = (labels == largest).astype(np.uint8)
+    contours, _ = cv2.findContours(fg, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    filled = np.zeros_like(fg)
+    cv2.drawContours(filled, contours, -1, 1, thickness=cv2.FILLED)
+    return filled.astype(bool)
+
+
+def fov_diameter(fov):
+    """Diameter in pixels of the FOV disc (from its width; robust to cropped top/bottom)."""
+    cols = np.flatnonzero(fov.any(axis=0))
+    return float(cols[-1] - cols[0] + 1) if cols.size else float(fov.shape[1])

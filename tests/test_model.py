@@ -1,0 +1,52 @@
+import pytest
+import torch
+
+from cli import UserError
+from losses import CEDiceLoss, soft_dice_loss
+from unet import UNet, checkpoint_dict, count_parameters, load_model, save_checkpoint
+
+
+@pytest.mark.parametrize("h,w", [(64, 64), (65, 77), (101, 33), (584, 565)])
+def test_output_has_input_size_for_odd_sizes(h, w):
+    model = UNet(1, 4, 3).eval()
+    with torch.no_grad():
+        assert model(torch.zeros(1, 1, h, w)).shape == (1, 1, h, w)
+
+
+def test_original_architecture_size():
+    assert 30e6 < count_parameters(UNet(1, 64, 5)) < 32e6  # the original 31 M-parameter U-Net
+    assert count_parameters(UNet(1, 8, 3)) < 30_000
+
+
+def test_dice_has_a_gradient_and_is_zero_for_perfect_prediction():
+    target = (torch.rand(2, 1, 16, 16) > 0.7).float()
+    logits = torch.zeros(2, 1, 16, 16, requires_grad=True)
+    loss = CEDiceLoss(bce_weight=0.0)(logits, target)
+    loss.backward()
+    assert logits.grad is not None and logits.grad.abs().sum() > 0
+    perfect = (target * 40 - 20)
+    assert soft_dice_loss(perfect, target).item() < 1e-3
+    assert soft_dice_loss(-perfect, target).item() > 0.9
+
+
+def test_checkpoint_round_trip_and_errors(tmp_path):
+    model = UNet(1, 4, 3)
+    save_checkpoint(tmp_path / "m.pth", checkpoint_dict(model, {"method": "whole"}, 0.42))
+    loaded, ckpt = load_model(tmp_path / "m.pth")
+    assert ckpt["threshold"] == pytest.approx(0.42) and ckpt["arch"] == {"in_channels": 1, "width": 4, "depth": 3}
+    x = torch.rand(1, 1, 40, 40)
+    model.eval()
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), model(x))
+    with pytest.raises(UserError, match="not found.*train"):
+        load_model(tmp_path / "absent.pth", " (train it with: python train.py)")
+    (tmp_path / "bad.pth").write_bytes((tmp_path / "m.pth").read_bytes()[:500])
+    with pytest.raises(UserError, match="not a readable checkpoint"):
+        load_model(tmp_path / "bad.pth")
+    ckpt["arch"]["width"] = 8  # weights of width 4 declared as width 8
+    save_checkpoint(tmp_path / "wrong.pth", ckpt)
+    with pytest.raises(UserError, match="do not match"):
+        load_model(tmp_path / "wrong.pth")
+    torch.save({"state_dict": {}}, tmp_path / "foreign.pth")
+    with pytest.raises(UserError, match="not a checkpoint of this toolkit"):
+        load_model(tmp_path / "foreign.pth")

@@ -1,0 +1,129 @@
+"""The U-Net of the original project, with its width and depth as parameters.
+
+``UNet(width=64, depth=5)`` is the original (4 down / 4 up, 31 M parameters); the compact
+default ``width=8, depth=3`` has 29 k parameters and runs in well under a second on a CPU.
+Checkpoints are self-describing: architecture, preprocessing and threshold travel with the weights.
+"""
+import io
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from cli import UserError
+
+CHECKPOINT_FORMAT = "retina-vessel-unet/1"
+
+
+class DoubleConv(nn.Sequential):
+    """(3x3 conv -> BatchNorm -> ReLU) twice."""
+
+    def __init__(self, cin, cout):
+        super().__init__(
+            nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True),
+        )
+
+
+class Up(nn.Module):
+    """Transposed-conv upsampling, pad to the skip connection's size, concatenate, double conv."""
+
+    def __init__(self, cin, cout):
+        super().__init__()
+        self.up = nn.ConvTranspose2d(cin, cout, 2, stride=2)
+        self.conv = DoubleConv(2 * cout, cout)
+
+    def forward(self, x, skip):
+        x = self.up(x)
+        dy, dx = skip.shape[-2] - x.shape[-2], skip.shape[-1] - x.shape[-1]
+        if dy or dx:
+            x = F.pad(x, [dx // 2, dx - dx // 2, dy // 2, dy - dy // 2])
+        return self.conv(torch.cat([skip, x], dim=1))
+
+
+class UNet(nn.Module):
+    """U-Net returning one logit per pixel (vessel vs background).
+
+    width: channels of the first level (doubles at each level down).
+    depth: number of resolution levels (depth - 1 poolings).
+    """
+
+    def __init__(self, in_channels=1, width=8, depth=3):
+        super().__init__()
+        if depth < 2 or width < 1:
+            raise ValueError("depth must be >= 2 and width >= 1")
+        self.arch = {"in_channels": in_channels, "width": width, "depth": depth}
+        chans = [width * 2**i for i in range(depth)]
+        self.inc = DoubleConv(in_channels, chans[0])
+        self.downs = nn.ModuleList(DoubleConv(chans[i], chans[i + 1]) for i in range(depth - 1))
+        self.ups = nn.ModuleList(Up(chans[i + 1], chans[i]) for i in reversed(range(depth - 1)))
+        self.outc = nn.Conv2d(chans[0], 1, 1)
+
+    @property
+    def align(self):
+        """Input sizes that are multiples of this need no internal padding."""
+        return 2 ** (self.arch["depth"] - 1)
+
+    def forward(self, x):
+        skips = [self.inc(x)]
+        for down in self.downs:
+            skips.append(down(F.max_pool2d(skips[-1], 2)))
+        x = skips.pop()
+        for up in self.ups:
+            x = up(x, skips.pop())
+        return self.outc(x)
+
+
+def count_parameters(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+def checkpoint_dict(model, preprocess, threshold, info=None):
+    """What a weights file holds: enough to run inference with no other knowledge."""
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "arch": dict(model.arch),
+        "preprocess": dict(preprocess),
+        "threshold": float(threshold),
+        "info": dict(info or {}),
+        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+    }
+
+
+def save_checkpoint(path, ckpt):
+    """Write a checkpoint atomically (temporary file, then replace)."""
+    from imio import atomic_replace
+
+    atomic_replace(path, lambda tmp: torch.save(ckpt, tmp), suffix=".tmp")
+
+
+def read_checkpoint(path, hint=""):
+    """Load a checkpoint dict, turning every user-caused failure into one UserError line."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"weights file {path} not found{hint}")
+    try:
+        ckpt = torch.load(io.BytesIO(path.read_bytes()), map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many kinds for a damaged file
+        raise UserError(f"{path}: not a readable checkpoint ({type(exc).__name__}); re-download or retrain it") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise UserError(f"{path}: not a checkpoint of this toolkit (expected format {CHECKPOINT_FORMAT})")
+    return ckpt
+
+
+def load_model(path, hint=""):
+    """Return (model in eval mode, checkpoint dict) from a weights file."""
+    ckpt = read_checkpoint(path, hint)
+    try:
+        model = UNet(**ckpt["arch"])
+        model.load_state_dict(ckpt["state_dict"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{path}: weights do not match the architecture they declare ({first})") from None
+    model.eval()
+    return model, ckpt
