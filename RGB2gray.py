@@ -9,7 +9,7 @@ import argparse
 
 from tqdm import tqdm
 
-from cli import run_main
+from cli import add_dataset_args, run_main
 from dataset import split_dir
 from imio import list_images, read_image, write_png
 from preprocess import to_gray
@@ -18,8 +18,7 @@ from preprocess import to_gray
 @run_main
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", default="DRIVE", help="dataset folder name (default: %(default)s)")
-    p.add_argument("--root", default=".", help="folder holding DATASET/ (default: current folder)")
+    add_dataset_args(p)
     args = p.parse_args(argv)
     converted = kept = 0
     for split in ("train", "test"):

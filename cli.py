@@ -29,3 +29,9 @@ def run_main(main):
 
 def warn(msg):
     print(f"warning: {msg}", file=sys.stderr)
+
+
+def add_dataset_args(parser):
+    """``--dataset`` and ``--root``, the same in every script."""
+    parser.add_argument("--dataset", default="DRIVE", help="dataset folder name, DRIVE or STARE (default: %(default)s)")
+    parser.add_argument("--root", default=".", help="folder holding DATASET/ and DATASET_patch/ (default: current folder)")

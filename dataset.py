@@ -171,7 +171,7 @@ class VesselDataset(torch.utils.data.Dataset):
         return len(self.images)
 
     def __getitem__(self, i):
-        img = tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(self.images[i]))[None])
+        img = tv_tensors.Image(torch.from_numpy(np.array(self.images[i]))[None])
         lab = tv_tensors.Mask(torch.from_numpy(self.labels[i].astype(np.uint8))[None])
         if self.transform is not None:
             img, lab = self.transform(img, lab)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from cli import run_main, warn
+from cli import UserError, add_dataset_args, run_main, warn
 from imio import list_images, png_text, read_image, write_png
 from preprocess import equalize, to_gray
 
@@ -18,8 +18,7 @@ from preprocess import equalize, to_gray
 @run_main
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", default="DRIVE", help="dataset folder name (default: %(default)s)")
-    p.add_argument("--root", default=".", help="folder holding DATASET_patch/ (default: current folder)")
+    add_dataset_args(p)
     args = p.parse_args(argv)
     done = skipped = 0
     for split in ("train", "test"):
@@ -34,8 +33,6 @@ def main(argv=None):
             write_png(path, equalize(to_gray(read_image(path))), text={"equalized": "1"})
             done += 1
     if done == 0 and skipped == 0:
-        from cli import UserError
-
         raise UserError(f"no patches found under {Path(args.root) / (args.dataset + '_patch')}: run split_training_set.py first")
     msg = f"equalized {done} patches"
     if skipped:

@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from cli import UserError, run_main
+from cli import UserError, add_dataset_args, run_main
 from dataset import load_sample, pair_files, split_dir
-from imio import atomic_replace, read_image, stem
+from imio import atomic_replace, read_image
 from metrics import all_metrics, binary_metrics, pooled
 
 ORDER = ["auc_roc", "auc_pr", "f1", "accuracy", "sensitivity", "specificity", "mcc", "iou"]
@@ -92,8 +92,7 @@ def human_reference(root, dataset, samples):
 @run_main
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", default="DRIVE", help="dataset folder name (default: %(default)s)")
-    p.add_argument("--root", default=".", help="folder holding DATASET/ (default: current folder)")
+    add_dataset_args(p)
     p.add_argument("--split", default="test", choices=["test", "train"], help="which split to score (default: %(default)s)")
     p.add_argument("--weights", default="UNet.pth", help="weights to evaluate (default: %(default)s)")
     p.add_argument("--pred", default=None, help="score probability maps NAME_prob.png/NAME.png from this folder instead")

@@ -10,6 +10,9 @@ from PIL import Image, UnidentifiedImageError
 
 from cli import UserError
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".gif", ".ppm", ".pgm", ".bmp"}
 
 
@@ -99,6 +102,7 @@ def atomic_replace(path, write_fn, suffix=None):
         write_fn(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the usual permissions
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -1,7 +1,7 @@
 """Shared command line of split_training_set.py and split_testing_set.py."""
 import argparse
 
-from cli import run_main
+from cli import add_dataset_args, run_main
 from dataset import make_patches
 
 
@@ -9,8 +9,7 @@ def split_main(split, seed, doc):
     @run_main
     def main(argv=None):
         p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-        p.add_argument("--dataset", default="DRIVE", help="dataset folder name (default: %(default)s)")
-        p.add_argument("--root", default=".", help="folder holding DATASET/ and DATASET_patch/ (default: current)")
+        add_dataset_args(p)
         p.add_argument("--size", type=int, default=512, help="images are resized to SIZE x SIZE first (default: %(default)s)")
         p.add_argument("--patch-size", type=int, default=256, help="side of each square patch (default: %(default)s)")
         p.add_argument("--count", type=int, default=50, help="patches cut from each image (default: %(default)s)")

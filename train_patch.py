@@ -18,7 +18,7 @@ from trainer import add_training_args, fit, split_validation
 
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_training_args(p, epochs=10, batch_size=8, lr=5e-3, val_every=1, out=None)
+    add_training_args(p, epochs=4, batch_size=8, lr=5e-3, val_every=1, out=None)
     return p
 
 

@@ -10,7 +10,6 @@ Files written next to ``--out`` (all atomically):
   OUT.resume.pth   full state after the last completed epoch (``--resume`` continues from it)
   OUT.log.csv      one row per epoch: loss, validation F1/AUC, threshold, learning rate, time
 """
-import argparse
 import csv
 import random
 import sys
@@ -22,7 +21,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 from tqdm import tqdm
 
-from cli import UserError
+from cli import UserError, add_dataset_args
 from dataset import VesselDataset, augmentation, pad_collate
 from imio import atomic_replace
 from inference import Segmenter
@@ -35,8 +34,7 @@ LOG_FIELDS = ["epoch", "train_loss", "val_f1", "val_auc", "val_threshold", "lr",
 
 def add_training_args(parser, *, epochs, batch_size, lr, val_every, out):
     """Flags common to both training scripts."""
-    parser.add_argument("--dataset", default="DRIVE", help="dataset folder name under --root (default: %(default)s)")
-    parser.add_argument("--root", default=".", help="folder holding DATASET/ and DATASET_patch/ (default: current)")
+    add_dataset_args(parser)
     parser.add_argument("--epochs", type=int, default=epochs, help="training epochs (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=batch_size, help="samples per step (default: %(default)s)")
     parser.add_argument("--lr", type=float, default=lr, help="peak learning rate, AdamW + cosine decay (default: %(default)s)")
@@ -127,7 +125,7 @@ def fit(args, images, labels, val_samples, preprocess, info):
     print(f"U-Net width {args.width} depth {args.depth}: {count_parameters(model):,} parameters; "
           f"{len(dataset)} training samples, {len(val_samples)} validation images", file=sys.stderr)
     t_start = time.time()
-    epoch = start
+    saved = start
     try:
         for epoch in range(start + 1, args.epochs + 1):
             t0 = time.time()
@@ -158,19 +156,23 @@ def fit(args, images, labels, val_samples, preprocess, info):
                     save_checkpoint(out, checkpoint_dict(model, preprocess, m["val_threshold"], model_info))
             row["seconds"] = round(time.time() - t0, 2)
             rows.append(row)
-            _write_log(log_path, rows)
             save_checkpoint(resume_path, {
                 "config": run_config, "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "best": best, "log": rows,
                 "rng_torch": torch.get_rng_state(), "rng_numpy": np.random.get_state(), "rng_python": random.getstate(),
             })
+            saved = epoch
+            _write_log(log_path, rows)
             msg = f"epoch {epoch}: loss {row['train_loss']:.4f}"
             if "val_f1" in row:
                 msg += f", val F1 {row['val_f1']:.4f} AUC {row['val_auc']:.4f} (best {best['val_f1']:.4f} @ {best['epoch']})"
             print(msg, file=sys.stderr)
     except KeyboardInterrupt:
-        print(f"\ninterrupted during epoch {epoch}; progress up to epoch {epoch - 1} is saved in {resume_path}; "
-              f"continue with the same command plus --resume", file=sys.stderr)
+        if saved:
+            print(f"\ninterrupted; epochs 1-{saved} are saved in {resume_path}: continue with the same command "
+                  f"plus --resume", file=sys.stderr)
+        else:
+            print("\ninterrupted before the first epoch ended; nothing to resume", file=sys.stderr)
         raise SystemExit(130)
     if not val_samples:  # no validation images: keep the last model with threshold 0.5
         save_checkpoint(out, checkpoint_dict(model, preprocess, 0.5, dict(info, **run_config, best_epoch=args.epochs)))

@@ -37,7 +37,7 @@ def test_checkpoint_round_trip_and_errors(tmp_path):
     x = torch.rand(1, 1, 40, 40)
     model.eval()
     with torch.no_grad():
-        assert torch.allclose(loaded(x), model(x))
+        assert torch.allclose(loaded(x), model(x), atol=1e-5)  # BatchNorm folded into the convs
     with pytest.raises(UserError, match="not found.*train"):
         load_model(tmp_path / "absent.pth", " (train it with: python train.py)")
     (tmp_path / "bad.pth").write_bytes((tmp_path / "m.pth").read_bytes()[:500])

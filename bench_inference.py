@@ -1,0 +1,76 @@
+"""Inference benchmark: image size -> median latency and peak memory, default model vs the original.
+
+    python bench_inference.py                       # UNet.pth vs a random-weight width-64 depth-5 U-Net
+    python bench_inference.py --sizes 565x584 3504x2336 --repeats 5
+
+Each configuration runs in a fresh process (so peak RSS is its own); the image is synthetic
+(a DRIVE test image resized, or a generated disc when DRIVE is absent), already in memory, and the
+model already loaded: the time is the in-process segmentation time only.
+"""
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+CHILD = r"""
+import json, resource, statistics, sys, time
+import numpy as np, torch
+sys.path.insert(0, {repo!r})
+from inference import Segmenter
+from preprocess import resize
+from unet import UNet
+w, h, weights, repeats, image = {w}, {h}, {weights!r}, {repeats}, {image!r}
+if weights == "original":
+    torch.manual_seed(0)
+    seg = Segmenter(UNet(1, 64, 5).eval(), {{"method": "whole", "enhance": "clahe", "fov_diameter": 540}}, 0.5)
+else:
+    seg = Segmenter.from_file(weights)
+if image:
+    from imio import read_image
+    img = resize(read_image(image), (w, h))
+else:
+    yy, xx = np.mgrid[:h, :w]
+    img = np.where((yy - h / 2) ** 2 + (xx - w / 2) ** 2 < (0.46 * min(h, w)) ** 2, 140, 3).astype(np.uint8)
+seg.segment(img)
+times = []
+for _ in range(repeats):
+    t = time.perf_counter(); seg.segment(img); times.append(time.perf_counter() - t)
+print(json.dumps({{"median_s": statistics.median(times), "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+"""
+
+
+def measure(repo, w, h, weights, repeats, image):
+    code = CHILD.format(repo=str(repo), w=w, h=h, weights=weights, repeats=repeats, image=image)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if r.returncode:
+        raise SystemExit(f"error: benchmark child failed: {r.stderr.strip().splitlines()[-1]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weights", default="UNet.pth", help="default model to benchmark (default: %(default)s)")
+    p.add_argument("--sizes", nargs="+", default=["565x584", "1130x1168", "3504x2336"], help="WxH image sizes")
+    p.add_argument("--repeats", type=int, default=7, help="timed runs per size (default: %(default)s)")
+    p.add_argument("--image", default="predict/img.png", help="image resized to each size (default: %(default)s)")
+    p.add_argument("--no-original", action="store_true", help="skip the original 31 M-parameter U-Net")
+    args = p.parse_args(argv)
+    repo = Path(__file__).resolve().parent
+    if not Path(args.weights).is_file():
+        raise SystemExit(f"error: weights file {args.weights} not found")
+    image = str(Path(args.image).resolve()) if Path(args.image).is_file() else ""
+    print("| image (WxH) | model | median latency (s) | peak RSS (MB) |")
+    print("|---|---|---|---|")
+    for size in args.sizes:
+        w, h = (int(v) for v in size.lower().split("x"))
+        rows = [(Path(args.weights).name, args.weights)]
+        if not args.no_original:
+            rows.append(("original U-Net 64/5 (random weights)", "original"))
+        for label, weights in rows:
+            r = measure(repo, w, h, weights, max(1, args.repeats if weights != "original" else min(args.repeats, 3)), image)
+            print(f"| {w}x{h} | {label} | {r['median_s']:.3f} | {r['peak_rss_mb']:.0f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

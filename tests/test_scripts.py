@@ -1,0 +1,142 @@
+"""End-to-end runs of every script, in order, on a few real DRIVE images (tiny model, 1 epoch)."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+
+from imio import read_image
+from conftest import REPO
+
+
+def mini_drive(src, dst, train=("21", "22", "23"), test=("01", "02")):
+    """A copy of the official DRIVE layout holding only a few images (symlinks)."""
+    for sub, nums, tag in (("training", train, "training"), ("test", test, "test")):
+        for n in nums:
+            for folder, name in (("images", f"{n}_{tag}.tif"), ("1st_manual", f"{n}_manual1.gif"),
+                                 ("mask", f"{n}_{tag}_mask.gif"), ("2nd_manual", f"{n}_manual2.gif")):
+                s = src / sub / folder / name
+                if s.exists():
+                    (dst / sub / folder).mkdir(parents=True, exist_ok=True)
+                    os.symlink(s, dst / sub / folder / name)
+    return dst
+
+
+def run(script, *args, cwd):
+    """Run a script in a fresh interpreter, as a user would."""
+    return subprocess.run([sys.executable, str(REPO / script), *args], cwd=cwd, capture_output=True, text=True)
+
+
+def test_whole_pipeline_on_real_drive_images(drive_src, tmp_path, monkeypatch, capsys):
+    import RGB2gray, equalize_patch, evaluate, predict, predict_through_patch, prepare_data
+    import split_testing_set, split_training_set, train, train_patch
+
+    src = mini_drive(drive_src, tmp_path / "official")
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+
+    prepare_data.main(["--dataset", "DRIVE", "--source", str(src)])
+    d = work / "DRIVE"
+    assert sorted(p.name for p in (d / "train" / "image").iterdir()) == ["01_training.png", "02_training.png", "03_training.png"]
+    assert sorted(p.name for p in (d / "test" / "label2").iterdir()) == ["01_testing.png", "02_testing.png"]
+    assert read_image(d / "train" / "image" / "01_training.png").shape == (584, 565, 3)
+    for sub in ("label", "mask"):
+        assert set(np.unique(read_image(d / "test" / sub / "01_testing.png"))) == {0, 255}
+
+    RGB2gray.main([])
+    assert read_image(d / "train" / "image" / "01_training.png").shape == (584, 565)
+    before = (d / "test" / "image" / "02_testing.png").read_bytes()
+    RGB2gray.main([])  # idempotent
+    assert (d / "test" / "image" / "02_testing.png").read_bytes() == before
+
+    split_training_set.main(["--count", "3"])
+    split_testing_set.main(["--count", "2"])
+    pt = work / "DRIVE_patch"
+    assert sorted(p.name for p in (pt / "train" / "image").iterdir()) == sorted(f"{k}_training.png" for k in range(1, 10))
+    assert sorted(p.name for p in (pt / "test" / "label").iterdir()) == sorted(f"{k}_testing.png" for k in range(1, 5))
+    assert read_image(pt / "train" / "image" / "1_training.png").shape == (256, 256)
+
+    raw = read_image(pt / "train" / "image" / "1_training.png")
+    equalize_patch.main([])
+    eq = read_image(pt / "train" / "image" / "1_training.png")
+    assert not np.array_equal(raw, eq) and eq.max() == 255
+    capsys.readouterr()
+    equalize_patch.main([])  # second run: nothing equalized twice
+    assert "equalized 0 patches; 13 were already equalized" in capsys.readouterr().out
+    assert np.array_equal(read_image(pt / "train" / "image" / "1_training.png"), eq)
+
+    tiny = ["--epochs", "1", "--width", "4", "--depth", "3", "--val-count", "1"]
+    train.main(tiny)
+    assert (work / "UNet.pth").is_file() and (work / "UNet.pth.log.csv").read_text().count("\n") == 2
+    train_patch.main(tiny + ["--batch-size", "4"])
+    patch_weights = work / "UNet_patch_equalized_patch_256_3.pth"
+    assert patch_weights.is_file()
+
+    (work / "predict").mkdir()
+    shutil.copy(d / "test" / "image" / "01_testing.png", work / "predict" / "img.png")
+    predict.main([])
+    res = read_image(work / "result" / "res.png")
+    assert res.shape == (584, 565) and set(np.unique(res)) <= {0, 255}
+
+    predict_through_patch.main(["--weights", patch_weights.name, "--input", "DRIVE/test/image", "--output", "out", "--prob"])
+    for name in ("01_testing", "02_testing"):
+        assert read_image(work / "out" / f"{name}.png").shape == (584, 565)
+        assert read_image(work / "out" / f"{name}_prob.png").shape == (584, 565)
+
+    evaluate.main(["--weights", "UNet.pth"])
+    summary = json.loads((work / "eval" / "DRIVE_UNet" / "summary.json").read_text())
+    assert summary["images"] == 2 and 0 <= summary["metrics"]["f1"] <= 1
+    assert summary["second_observer"]["f1"] > 0.7  # the human reference row is really computed
+    for f in ("per_image.csv", "roc.png", "pr.png"):
+        assert (work / "eval" / "DRIVE_UNet" / f).is_file()
+
+    # --pred scores maps made elsewhere with the same code: the patch maps just written
+    evaluate.main(["--pred", "out", "--out", "eval/ext"])
+    assert json.loads((work / "eval" / "ext" / "summary.json").read_text())["method"] == "external"
+
+
+def test_prepare_stare_split_and_masks(stare_src, tmp_path, monkeypatch):
+    import prepare_data
+
+    monkeypatch.chdir(tmp_path)
+    prepare_data.main(["--dataset", "STARE", "--source", str(stare_src)])
+    rows = (tmp_path / "STARE" / "sources.csv").read_text().splitlines()[1:]
+    train = [r.split(",")[2] for r in rows if r.startswith("train")]
+    test = [r.split(",")[2] for r in rows if r.startswith("test")]
+    assert train[0] == "im0001.ppm.gz" and train[-1] == "im0139.ppm.gz" and len(train) == 10
+    assert test[0] == "im0162.ppm.gz" and test[-1] == "im0324.ppm.gz" and len(test) == 10
+    for name in ("01_testing", "10_testing"):
+        mask = read_image(tmp_path / "STARE" / "test" / "mask" / f"{name}.png") > 0
+        assert 0.6 < mask.mean() < 0.85  # a disc, not the whole frame
+        assert (tmp_path / "STARE" / "test" / "label2" / f"{name}.png").is_file()
+
+
+def test_user_errors_are_one_line_without_traceback(tmp_path):
+    r = run("predict.py", "--weights", "missing.pth", "--input", str(REPO / "predict" / "img.png"), cwd=tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines() == [r.stderr.strip()] and "missing.pth not found" in r.stderr
+    assert "python train.py" in r.stderr
+    r = run("predict.py", cwd=tmp_path)  # no predict/img.png here
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "predict/img.png not found" in r.stderr
+    r = run("train.py", "--root", str(tmp_path), cwd=tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "DRIVE/train/image" in r.stderr
+
+
+def test_bad_inputs_end_in_one_clear_line(tmp_path):
+    good = (REPO / "predict" / "img.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(good[: len(good) // 3])
+    r = run("predict.py", "--input", "cut.png", "--weights", str(REPO / "UNet.pth"), cwd=tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "cut.png: not a readable image" in r.stderr
+    (tmp_path / "DRIVE" / "train" / "image").mkdir(parents=True)
+    (tmp_path / "DRIVE" / "train" / "label").mkdir(parents=True)
+    r = run("train.py", cwd=tmp_path)
+    assert r.returncode == 2 and "no images in" in r.stderr and "Traceback" not in r.stderr
+    r = run("split_training_set.py", "--size", "128", "--patch-size", "256", cwd=tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    (tmp_path / "bad.pth").write_bytes(b"\x00" * 100)
+    r = run("predict.py", "--weights", "bad.pth", "--input", str(REPO / "predict" / "img.png"), cwd=tmp_path)
+    assert r.returncode == 2 and "not a readable checkpoint" in r.stderr and "Traceback" not in r.stderr

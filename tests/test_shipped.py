@@ -1,0 +1,73 @@
+"""The committed weights work on a fresh clone and still measure what the README says (fast subset)."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from imio import read_image, read_mask
+from conftest import REPO
+from test_scripts import mini_drive
+
+WEIGHTS = ["UNet.pth", "UNet_patch_equalized_patch_256_50.pth"]
+
+
+@pytest.mark.parametrize("weights", WEIGHTS)
+def test_shipped_weights_are_small_and_self_describing(weights):
+    import torch
+
+    path = REPO / weights
+    assert path.is_file(), f"{weights} must be committed"
+    assert path.stat().st_size < 5e6
+    ckpt = torch.load(path, weights_only=True)
+    assert {"arch", "preprocess", "threshold", "state_dict"} <= set(ckpt)
+    assert 0 < ckpt["threshold"] < 1 and ckpt["info"]["trained_on"].startswith("DRIVE")
+
+
+def test_predict_runs_on_a_fresh_clone(tmp_path):
+    """`python predict.py` with no arguments: predict/img.png -> result/res.png, same size."""
+    (tmp_path / "predict").mkdir()
+    (tmp_path / "predict" / "img.png").write_bytes((REPO / "predict" / "img.png").read_bytes())
+    (tmp_path / "UNet.pth").write_bytes((REPO / "UNet.pth").read_bytes())
+    r = subprocess.run([sys.executable, REPO / "predict.py"], cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    res = read_image(tmp_path / "result" / "res.png")
+    assert res.shape == read_image(REPO / "predict" / "img.png").shape[:2]
+    assert set(np.unique(res)) == {0, 255} and 0.05 < (res > 0).mean() < 0.2  # vessels, not noise
+
+
+@pytest.mark.parametrize("weights,min_f1", [("UNet.pth", 0.78), ("UNet_patch_equalized_patch_256_50.pth", 0.70)])
+def test_evaluate_shipped_weights_on_three_drive_test_images(drive_src, tmp_path, monkeypatch, weights, min_f1):
+    import evaluate, prepare_data
+
+    src = mini_drive(drive_src, tmp_path / "official", train=("21",), test=("01", "02", "03"))
+    monkeypatch.chdir(tmp_path)
+    prepare_data.main(["--source", str(src)])
+    evaluate.main(["--weights", str(REPO / weights), "--out", "ev"])
+    s = json.loads((tmp_path / "ev" / "summary.json").read_text())
+    assert s["images"] == 3
+    assert s["metrics"]["f1"] > min_f1 and s["metrics"]["auc_roc"] > 0.95
+    assert s["second_observer"]["f1"] > 0.75
+
+
+def test_an_upscaled_image_keeps_its_quality(drive_src):
+    """Scale normalisation: a DRIVE image at 2x segments with >= 0.95 of the F1 at 1x."""
+    from inference import Segmenter
+    from metrics import binary_metrics
+    from preprocess import resize
+
+    seg = Segmenter.from_file(REPO / "UNet.pth")
+    img = read_image(drive_src / "test" / "images" / "02_test.tif")
+    label = read_mask(drive_src / "test" / "1st_manual" / "02_manual1.gif")
+    fov = read_mask(drive_src / "test" / "mask" / "02_test_mask.gif")
+    f1 = binary_metrics(label[fov], seg.segment(img, fov)[1][fov])["f1"]
+    h, w = label.shape
+    big = resize(img, (2 * w, 2 * h))
+    big_mask = seg.segment(big)[1]  # FOV estimated from the image, rescaled to the training scale
+    back = resize(big_mask, (w, h))
+    f1_big = binary_metrics(label[fov], back[fov])["f1"]
+    assert f1 > 0.75 and f1_big >= 0.95 * f1, (f1, f1_big)
+    seg.rescale = False  # without scale normalisation the same image is clearly worse
+    f1_raw = binary_metrics(label[fov], resize(seg.segment(big)[1], (w, h))[fov])["f1"]
+    assert f1_raw < f1_big
