@@ -43,7 +43,7 @@ def read_prob_map(folder, name, shape):
     raise UserError(f"no probability map for {name} in {folder} (expected {name}_prob.png or {name}.png)")
 
 
-def save_curves(y, p, out, title):
+def save_curves(y, p, out, title, summary):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -52,11 +52,13 @@ def save_curves(y, p, out, title):
 
     fpr, tpr, _ = roc_curve(y, p)
     prec, rec, _ = precision_recall_curve(y, p)
-    for fname, xs, ys, xl, yl in (("roc.png", fpr, tpr, "false positive rate", "true positive rate"),
-                                  ("pr.png", rec, prec, "recall", "precision")):
+    for fname, xs, ys, xl, yl, key in (("roc.png", fpr, tpr, "false positive rate", "true positive rate", "auc_roc"),
+                                       ("pr.png", rec, prec, "recall", "precision", "auc_pr")):
         fig, ax = plt.subplots(figsize=(4.5, 4.5))
-        ax.plot(xs, ys)
-        ax.set(xlabel=xl, ylabel=yl, title=title, xlim=(0, 1), ylim=(0, 1.01))
+        ax.plot(xs, ys, label=f"{key.upper().replace('_', '-')} {summary[key]:.4f}")
+        ax.set(xlabel=xl, ylabel=yl, xlim=(0, 1), ylim=(0, 1.01))
+        ax.set_title(title, fontsize=9)
+        ax.legend(loc="lower right" if key == "auc_roc" else "lower left")
         ax.grid(alpha=0.3)
         fig.tight_layout()
         atomic_replace(out / fname, lambda tmp: fig.savefig(tmp, dpi=100, format="png"), suffix=".png")
@@ -138,7 +140,7 @@ def main(argv=None):
               "metrics": {k: round(summary[k], 4) for k in ORDER},
               "second_observer": {k: round(v, 4) for k, v in human.items()} if human else None}
     atomic_replace(out / "summary.json", lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2)), suffix=".json")
-    save_curves(y, pp, out, f"{args.dataset} {args.split}: {Path(source).stem}")
+    save_curves(y, pp, out, f"{args.dataset} {args.split}: {Path(source.rstrip('/')).stem}", summary)
 
     print(f"{args.dataset} {args.split}, {len(samples)} images, inside the FOV, pixels pooled; threshold {threshold:.3f}")
     print("| " + " | ".join(["row"] + ORDER) + " |")

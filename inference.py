@@ -81,10 +81,13 @@ def tiled_predict(model, image, window, margin=None, stride=None, window_fn=None
             tile = padded[y:y + th, x:x + tw]
             tiles.append(window_fn(tile) if window_fn is not None else tile)
         xb = torch.from_numpy(np.stack(tiles)[:, None].astype(np.float32) / 255.0)
+        xb = xb.contiguous(memory_format=torch.channels_last)
         prob = torch.sigmoid(model(xb))
         if flip:
             prob = 0.5 * (prob + torch.sigmoid(model(xb.flip(-1))).flip(-1))
         prob = prob[:, 0].numpy()
+        if len(coords) == 1:  # one window: nothing to blend
+            return np.ascontiguousarray(prob[0, :h, :w])
         for (y, x), p in zip(chunk, prob):
             weight = np.outer(wy[y], wx[x]).astype(np.float32)
             acc[y:y + th, x:x + tw] += p * weight
