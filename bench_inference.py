@@ -20,12 +20,12 @@ sys.path.insert(0, {repo!r})
 from inference import Segmenter
 from preprocess import resize
 from unet import UNet
-w, h, weights, repeats, image = {w}, {h}, {weights!r}, {repeats}, {image!r}
+w, h, weights, repeats, image, rescale = {w}, {h}, {weights!r}, {repeats}, {image!r}, {rescale!r}
 if weights == "original":
     torch.manual_seed(0)
     seg = Segmenter(UNet(1, 64, 5).eval(), {{"method": "whole", "enhance": "clahe", "fov_diameter": 540}}, 0.5)
 else:
-    seg = Segmenter.from_file(weights)
+    seg = Segmenter.from_file(weights, rescale=rescale)
 if image:
     from imio import read_image
     img = resize(read_image(image), (w, h))
@@ -40,8 +40,8 @@ print(json.dumps({{"median_s": statistics.median(times), "peak_rss_mb": resource
 """
 
 
-def measure(repo, w, h, weights, repeats, image):
-    code = CHILD.format(repo=str(repo), w=w, h=h, weights=weights, repeats=repeats, image=image)
+def measure(repo, w, h, weights, repeats, image, rescale=True):
+    code = CHILD.format(repo=str(repo), w=w, h=h, weights=weights, repeats=repeats, image=image, rescale=rescale)
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     if r.returncode:
         raise SystemExit(f"error: benchmark child failed: {r.stderr.strip().splitlines()[-1]}")
@@ -55,6 +55,8 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=7, help="timed runs per size (default: %(default)s)")
     p.add_argument("--image", default="predict/img.png", help="image resized to each size (default: %(default)s)")
     p.add_argument("--no-original", action="store_true", help="skip the original 31 M-parameter U-Net")
+    p.add_argument("--no-rescale", action="store_true",
+                   help="segment at the given size (tiled) instead of rescaling by the FOV: shows memory/time vs pixels")
     args = p.parse_args(argv)
     repo = Path(__file__).resolve().parent
     if not Path(args.weights).is_file():
@@ -64,11 +66,12 @@ def main(argv=None):
     print("|---|---|---|---|")
     for size in args.sizes:
         w, h = (int(v) for v in size.lower().split("x"))
-        rows = [(Path(args.weights).name, args.weights)]
+        rows = [(Path(args.weights).name + (" --no-rescale" if args.no_rescale else ""), args.weights)]
         if not args.no_original:
             rows.append(("original U-Net 64/5 (random weights)", "original"))
         for label, weights in rows:
-            r = measure(repo, w, h, weights, max(1, args.repeats if weights != "original" else min(args.repeats, 3)), image)
+            repeats = max(1, args.repeats if weights != "original" else min(args.repeats, 3))
+            r = measure(repo, w, h, weights, repeats, image, rescale=not args.no_rescale)
             print(f"| {w}x{h} | {label} | {r['median_s']:.3f} | {r['peak_rss_mb']:.0f} |", flush=True)
 
 

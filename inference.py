@@ -44,7 +44,7 @@ def _starts(length, window, stride):
 
 
 @torch.inference_mode()
-def tiled_predict(model, image, window, margin=None, stride=None, window_fn=None, soft=False, batch=4, flip=False):
+def tiled_predict(model, image, window, margin=None, stride=None, window_fn=None, soft=False, batch=1, flip=False):
     """Probability map (float32 HxW) of a uint8 gray image by sliding-window inference.
 
     window: tile side; margin: context discarded at each tile side (hard blending);
@@ -121,7 +121,7 @@ class Segmenter:
             patch = int(self.pre["patch"])
             fn = equalize if self.pre.get("enhance") == "equalize" else None
             prob = tiled_predict(self.model, work, patch, stride=patch // 2, window_fn=fn or (lambda t: t),
-                                 soft=True, flip=self.flip)
+                                 soft=True, batch=4, flip=self.flip)
         elif self.pre["method"] == "whole":
             scale = 1.0
             target = self.pre.get("fov_diameter")
