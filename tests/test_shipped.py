@@ -10,7 +10,7 @@ from imio import read_image, read_mask
 from conftest import REPO
 from test_scripts import mini_drive
 
-WEIGHTS = ["UNet.pth", "UNet_patch_equalized_patch_256_50.pth"]
+WEIGHTS = ["UNet.pth", "UNet_fast.pth", "UNet_patch_equalized_patch_256_50.pth", "UNet_STARE.pth"]
 
 
 @pytest.mark.parametrize("weights", WEIGHTS)
@@ -22,7 +22,7 @@ def test_shipped_weights_are_small_and_self_describing(weights):
     assert path.stat().st_size < 5e6
     ckpt = torch.load(path, weights_only=True)
     assert {"arch", "preprocess", "threshold", "state_dict"} <= set(ckpt)
-    assert 0 < ckpt["threshold"] < 1 and ckpt["info"]["trained_on"].startswith("DRIVE")
+    assert 0 < ckpt["threshold"] < 1 and ckpt["info"]["trained_on"].split("_")[0] in ("DRIVE", "STARE")
 
 
 def test_predict_runs_on_a_fresh_clone(tmp_path):
