@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from cli import UserError, add_dataset_args, run_main
 from dataset import load_sample, pair_files, split_dir
-from imio import atomic_replace, read_image
+from imio import atomic_replace, read_image, read_mask
 from metrics import all_metrics, binary_metrics, pooled
 
 ORDER = ["auc_roc", "auc_pr", "f1", "accuracy", "sensitivity", "specificity", "mcc", "iou"]
@@ -79,8 +79,6 @@ def human_reference(root, dataset, samples):
     folder = split_dir(root, dataset, "test") / "label2"
     if not folder.is_dir():
         return None
-    from imio import read_mask
-
     pairs = []
     for s in samples:
         path = folder / f"{s.name}.png"

@@ -39,21 +39,12 @@ def _to_uint8(im):
     if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         arr = np.asarray(im).astype(np.float64)
         top = 65535.0 if mode.startswith("I;16") or arr.max() > 255 else 255.0
-        if mode == "I" and arr.max() > 255:
-            top = 65535.0
         return np.clip(np.round(arr / top * 255.0), 0, 255).astype(np.uint8)
     if mode == "1":
         return (np.asarray(im, dtype=np.uint8) * 255).astype(np.uint8)
-    if mode in ("L",):
-        return np.asarray(im, dtype=np.uint8)
-    if mode == "LA":
+    if mode in ("L", "LA"):
         return np.asarray(im.convert("L"), dtype=np.uint8)
-    if mode == "P":
-        im = im.convert("RGBA") if "transparency" in im.info else im.convert("RGB")
-        mode = im.mode
-    if mode in ("RGBA", "RGBa", "CMYK", "YCbCr", "LAB", "HSV", "RGBX"):
-        im = im.convert("RGB")
-    if im.mode != "RGB":
+    if im.mode != "RGB":  # palette, RGBA, CMYK, YCbCr, ...
         im = im.convert("RGB")
     arr = np.asarray(im, dtype=np.uint8)
     if arr.ndim == 3 and (np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(arr[..., 1], arr[..., 2])):

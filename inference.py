@@ -44,21 +44,23 @@ def _starts(length, window, stride):
 
 
 @torch.inference_mode()
-def tiled_predict(model, image, window, margin=None, stride=None, window_fn=None, soft=False, batch=1, flip=False):
+def tiled_predict(model, image, window, margin=None, stride=None, window_fn=None, soft=False, batch=1, flip=False,
+                  fixed_window=False):
     """Probability map (float32 HxW) of a uint8 gray image by sliding-window inference.
 
     window: tile side; margin: context discarded at each tile side (hard blending);
     stride: step between tiles (default ``window - 2*margin``); window_fn: applied to each uint8
-    tile before the network (e.g. histogram equalization); soft: blend with smooth weights.
+    tile before the network (e.g. histogram equalization); soft: blend with smooth weights;
+    fixed_window: always use ``window`` x ``window`` tiles (the patch size the model was trained
+    on), padding small images, instead of shrinking the tile to the image.
     flip: average with the horizontally flipped prediction (test-time augmentation).
     """
     align = model.align
     h, w = image.shape
     ph, pw = math.ceil(h / align) * align, math.ceil(w / align) * align
-    window = min(window, max(ph, pw)) if window_fn is None else window
     window = max(align, window // align * align)
     th, tw = min(window, ph), min(window, pw)
-    if window_fn is not None:  # per-window preprocessing needs full windows
+    if fixed_window:
         th, tw = window, window
         ph, pw = max(ph, th), max(pw, tw)
     padded = np.zeros((ph, pw), np.uint8)
@@ -120,8 +122,8 @@ class Segmenter:
             work = resize(gray, (size, size))
             patch = int(self.pre["patch"])
             fn = equalize if self.pre.get("enhance") == "equalize" else None
-            prob = tiled_predict(self.model, work, patch, stride=patch // 2, window_fn=fn or (lambda t: t),
-                                 soft=True, batch=4, flip=self.flip)
+            prob = tiled_predict(self.model, work, patch, stride=patch // 2, window_fn=fn, soft=True, batch=4,
+                                 flip=self.flip, fixed_window=True)
         elif self.pre["method"] == "whole":
             scale = 1.0
             target = self.pre.get("fov_diameter")
