@@ -17,6 +17,8 @@ CHILD = r"""
 import json, resource, statistics, sys, time
 import numpy as np, torch
 sys.path.insert(0, {repo!r})
+import unet
+unet._MALLOC_TUNED = {untuned!r}  # True: pretend it is done already, so glibc keeps its defaults
 from inference import Segmenter
 from preprocess import resize
 from unet import UNet
@@ -40,8 +42,9 @@ print(json.dumps({{"median_s": statistics.median(times), "peak_rss_mb": resource
 """
 
 
-def measure(repo, w, h, weights, repeats, image, rescale=True):
-    code = CHILD.format(repo=str(repo), w=w, h=h, weights=weights, repeats=repeats, image=image, rescale=rescale)
+def measure(repo, w, h, weights, repeats, image, rescale=True, untuned=False):
+    code = CHILD.format(repo=str(repo), w=w, h=h, weights=weights, repeats=repeats, image=image, rescale=rescale,
+                        untuned=untuned)
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     if r.returncode:
         raise SystemExit(f"error: benchmark child failed: {r.stderr.strip().splitlines()[-1]}")
@@ -57,6 +60,8 @@ def main(argv=None):
     p.add_argument("--no-original", action="store_true", help="skip the original 31 M-parameter U-Net")
     p.add_argument("--no-rescale", action="store_true",
                    help="segment at the given size (tiled) instead of rescaling by the FOV: shows memory/time vs pixels")
+    p.add_argument("--untuned-malloc", action="store_true",
+                   help="keep glibc's default allocator settings (shows what unet.tune_malloc saves)")
     args = p.parse_args(argv)
     repo = Path(__file__).resolve().parent
     if not Path(args.weights).is_file():
@@ -66,12 +71,13 @@ def main(argv=None):
     print("|---|---|---|---|")
     for size in args.sizes:
         w, h = (int(v) for v in size.lower().split("x"))
-        rows = [(Path(args.weights).name + (" --no-rescale" if args.no_rescale else ""), args.weights)]
+        flags = (" --no-rescale" if args.no_rescale else "") + (" --untuned-malloc" if args.untuned_malloc else "")
+        rows = [(Path(args.weights).name + flags, args.weights)]
         if not args.no_original:
             rows.append(("original U-Net 64/5 (random weights)", "original"))
         for label, weights in rows:
             repeats = max(1, args.repeats if weights != "original" else min(args.repeats, 3))
-            r = measure(repo, w, h, weights, repeats, image, rescale=not args.no_rescale)
+            r = measure(repo, w, h, weights, repeats, image, rescale=not args.no_rescale, untuned=args.untuned_malloc)
             print(f"| {w}x{h} | {label} | {r['median_s']:.3f} | {r['peak_rss_mb']:.0f} |", flush=True)
 
 

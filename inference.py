@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from preprocess import enhance, equalize, estimate_fov, fov_diameter, resize, to_gray
-from unet import load_model
+from unet import load_model, tune_malloc
 
 
 def window_weight(size, margin, soft, first=False, last=False):
@@ -101,6 +101,7 @@ class Segmenter:
     """A loaded model with its preprocessing and threshold; load once, segment many images."""
 
     def __init__(self, model, preprocess, threshold=0.5, tile=1024, rescale=True, flip=False):
+        tune_malloc()
         self.model = model.eval()
         self.pre = dict(preprocess)
         self.threshold = float(threshold)

@@ -27,7 +27,7 @@ from imio import atomic_replace
 from inference import Segmenter
 from losses import CEDiceLoss
 from metrics import best_threshold, pooled
-from unet import UNet, checkpoint_dict, count_parameters, save_checkpoint
+from unet import UNet, checkpoint_dict, count_parameters, save_checkpoint, tune_malloc
 
 LOG_FIELDS = ["epoch", "train_loss", "val_f1", "val_auc", "val_threshold", "lr", "seconds"]
 
@@ -93,6 +93,7 @@ def fit(args, images, labels, val_samples, preprocess, info):
     """Train a U-Net on uint8 gray ``images``/bool ``labels``; returns the best validation metrics."""
     if args.threads:
         torch.set_num_threads(args.threads)
+    tune_malloc()
     out, resume_path, log_path = _paths(args.out)
     seed_everything(args.seed)
     model = UNet(1, args.width, args.depth)

@@ -71,3 +71,15 @@ def test_an_upscaled_image_keeps_its_quality(drive_src):
     seg.rescale = False  # without scale normalisation the same image is clearly worse
     f1_raw = binary_metrics(label[fov], resize(seg.segment(big)[1], (w, h))[fov])["f1"]
     assert f1_raw < f1_big
+
+
+def test_bench_inference_prints_one_row_per_size_and_model(tmp_path):
+    """The benchmark's table (quoted in the README) has a parsable row per size x model and flag."""
+    for flags in ([], ["--no-rescale", "--untuned-malloc"]):
+        r = subprocess.run([sys.executable, REPO / "bench_inference.py", "--no-original", "--repeats", "1",
+                            "--sizes", "120x100", "90x96", *flags], cwd=REPO, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        rows = [line.strip("|").split("|") for line in r.stdout.splitlines()[2:]]
+        assert [c[0].strip() for c in rows] == ["120x100", "90x96"]
+        assert all(c[1].strip() == "UNet.pth" + "".join(" " + f for f in flags) for c in rows)
+        assert all(0 < float(c[2]) < 10 and 100 < float(c[3]) < 4000 for c in rows)
