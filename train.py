@@ -17,7 +17,7 @@ from trainer import add_training_args, fit, split_validation
 
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_training_args(p, epochs=200, batch_size=2, lr=5e-3, val_every=5, out="UNet.pth")
+    add_training_args(p, epochs=400, batch_size=2, lr=5e-3, val_every=5, out="UNet.pth")
     p.add_argument("--enhance", choices=ENHANCERS, default="clahe",
                    help="contrast enhancement of each whole image (default: %(default)s)")
     return p
