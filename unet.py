@@ -105,9 +105,10 @@ def tune_malloc():
 
     With glibc's defaults, every layer's output of a full-size image is a fresh ``mmap``: the
     kernel zeroes and page-faults it in, and ``free`` hands it back, image after image. That was
-    ~40 % of CPU inference time and ~35 % of a training step here (bench_inference.py; see the
-    README). The process keeps its peak memory instead of shrinking between images; the peak itself
-    does not grow. A no-op where the C library is not glibc.
+    ~30 % of CPU inference time and a third of a training step here (bench_inference.py
+    --untuned-malloc; see the README). The process keeps its peak memory instead of shrinking
+    between images; the peak grew by at most 50 MB in our measurements. A no-op where the C
+    library is not glibc.
     """
     global _MALLOC_TUNED
     if _MALLOC_TUNED:
