@@ -5,7 +5,6 @@
 Checkpoints are self-describing: architecture, preprocessing and threshold travel with the weights.
 """
 import ctypes
-import ctypes.util
 import io
 from pathlib import Path
 
@@ -115,9 +114,8 @@ def tune_malloc():
         return
     _MALLOC_TUNED = True
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
+        mallopt = ctypes.CDLL(None).mallopt  # the C library already loaded into this process
+    except (OSError, AttributeError, TypeError):  # no mallopt (macOS, Windows): nothing to tune
         return
     M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
     mallopt(M_MMAP_THRESHOLD, 32 * 2**20)  # glibc's largest allowed value on 64-bit
