@@ -17,8 +17,8 @@ CHILD = r"""
 import json, resource, statistics, sys, time
 import numpy as np, torch
 sys.path.insert(0, {repo!r})
-import unet
-unet._MALLOC_TUNED = {untuned!r}  # True: pretend it is done already, so glibc keeps its defaults
+import allocator
+allocator._MALLOC_TUNED = {untuned!r}  # True: pretend it is done already, so glibc keeps its defaults
 from inference import Segmenter
 from preprocess import resize
 from unet import UNet

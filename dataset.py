@@ -1,4 +1,4 @@
-"""Dataset layout, image/label pairing, patch cutting and augmentation.
+"""Dataset layout, image/label pairing and patch cutting (no torch: inference and evaluation use it too).
 
 Layout written by ``prepare_data.py`` and read by every stage::
 
@@ -12,9 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
-from torchvision import tv_tensors
-from torchvision.transforms import v2
 
 from cli import UserError
 from imio import list_images, read_image, read_mask, replace_dir, stem, write_png
@@ -138,53 +135,3 @@ def read_patch_manifest(folder):
         return {}
     with open(path, newline="") as f:
         return {row["patch"]: row for row in csv.DictReader(f)}
-
-
-# --------------------------------------------------------------------------- training data
-
-def augmentation(strength="default"):
-    """Joint image/label augmentation (torchvision v2): flips, rotations, mild scale and contrast."""
-    if strength == "none":
-        return None
-    return v2.Compose([
-        v2.RandomHorizontalFlip(),
-        v2.RandomVerticalFlip(),
-        v2.RandomAffine(degrees=180, scale=(0.9, 1.1)),
-        v2.ColorJitter(brightness=0.2, contrast=0.2),
-    ])
-
-
-class VesselDataset(torch.utils.data.Dataset):
-    """(input, label) pairs as tensors: 1xHxW float in [0, 1], 1xHxW float {0, 1}.
-
-    ``images`` are uint8 gray arrays already preprocessed as the model expects.
-    """
-
-    def __init__(self, images, labels, transform=None):
-        if len(images) != len(labels):
-            raise ValueError("images and labels differ in number")
-        if not images:
-            raise UserError("the training set is empty")
-        self.images, self.labels, self.transform = images, labels, transform
-
-    def __len__(self):
-        return len(self.images)
-
-    def __getitem__(self, i):
-        img = tv_tensors.Image(torch.from_numpy(np.array(self.images[i]))[None])
-        lab = tv_tensors.Mask(torch.from_numpy(self.labels[i].astype(np.uint8))[None])
-        if self.transform is not None:
-            img, lab = self.transform(img, lab)
-        return img.as_subclass(torch.Tensor).float() / 255.0, lab.as_subclass(torch.Tensor).float()
-
-
-def pad_collate(batch):
-    """Stack samples, zero-padding to the largest height/width in the batch."""
-    h = max(x.shape[-2] for x, _ in batch)
-    w = max(x.shape[-1] for x, _ in batch)
-    xs = torch.zeros(len(batch), 1, h, w)
-    ys = torch.zeros(len(batch), 1, h, w)
-    for i, (x, y) in enumerate(batch):
-        xs[i, :, : x.shape[-2], : x.shape[-1]] = x
-        ys[i, :, : y.shape[-2], : y.shape[-1]] = y
-    return xs, ys

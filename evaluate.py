@@ -19,12 +19,11 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
-from cli import UserError, add_dataset_args, run_main
+from cli import UserError, add_dataset_args, bounded, run_main, writable_dir
 from dataset import load_sample, pair_files, split_dir
-from imio import atomic_replace, read_image, read_mask
+from imio import atomic_replace, read_mask, read_probability
 from metrics import all_metrics, binary_metrics, pooled
 
 ORDER = ["auc_roc", "auc_pr", "f1", "accuracy", "sensitivity", "specificity", "mcc", "iou"]
@@ -34,12 +33,10 @@ def read_prob_map(folder, name, shape):
     for cand in (f"{name}_prob.png", f"{name}.png"):
         path = Path(folder) / cand
         if path.is_file():
-            arr = read_image(path)
-            if arr.ndim == 3:
-                arr = arr[..., 0]
+            arr = read_probability(path)
             if arr.shape != shape:
                 raise UserError(f"{path} is {arr.shape[1]}x{arr.shape[0]}, its test image is {shape[1]}x{shape[0]}")
-            return arr.astype(np.float32) / 255.0
+            return arr
     raise UserError(f"no probability map for {name} in {folder} (expected {name}_prob.png or {name}.png)")
 
 
@@ -94,11 +91,15 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_dataset_args(p)
     p.add_argument("--split", default="test", choices=["test", "train"], help="which split to score (default: %(default)s)")
-    p.add_argument("--weights", default="UNet.pth", help="weights to evaluate (default: %(default)s)")
-    p.add_argument("--pred", default=None, help="score probability maps NAME_prob.png/NAME.png from this folder instead")
-    p.add_argument("--threshold", type=float, default=None, help="threshold (default: the one stored in the weights; 0.5 with --pred)")
+    p.add_argument("--weights", default="UNet.pth",
+                   help="weights to evaluate, .pth (PyTorch) or .onnx (ONNX Runtime) (default: %(default)s)")
+    p.add_argument("--pred", default=None,
+                   help="score probability maps NAME_prob.png/NAME.png from this folder instead "
+                        "(16-bit PNG: 0-65535 = 0-1, as predict.py --prob writes; 8-bit: 0-255 = 0-1)")
+    p.add_argument("--threshold", type=bounded(float, 0, 1, lo_open=True, hi_open=True), default=None,
+                   help="threshold, 0 < T < 1 (default: the one stored in the weights; 0.5 with --pred)")
     p.add_argument("--tta", action="store_true", help="test-time flip augmentation")
-    p.add_argument("--limit", type=int, default=0, help="only the first N images (quick checks; not a benchmark)")
+    p.add_argument("--limit", type=bounded(int, 0), default=0, help="only the first N images (quick checks; not a benchmark)")
     p.add_argument("--out", default=None, help="output folder (default: eval/DATASET_NAME)")
     args = p.parse_args(argv)
 
@@ -107,6 +108,7 @@ def main(argv=None):
         pairs = pairs[: args.limit]
     samples = [load_sample(*t) for t in pairs]
     source = args.pred or args.weights
+    out = writable_dir(args.out or Path("eval") / f"{args.dataset}_{Path(source.rstrip('/')).stem}")
     t0 = time.perf_counter()
     if args.pred:
         probs = [read_prob_map(args.pred, s.name, s.label.shape) for s in samples]
@@ -123,8 +125,6 @@ def main(argv=None):
     summary, rows, (y, pp) = evaluate(samples, probs, threshold)
     human = human_reference(args.root, args.dataset, samples) if args.split == "test" else None
 
-    out = Path(args.out or Path("eval") / f"{args.dataset}_{Path(source.rstrip('/')).stem}")
-    out.mkdir(parents=True, exist_ok=True)
 
     def write_csv(tmp):
         with open(tmp, "w", newline="") as f:

@@ -11,15 +11,19 @@ the same size, following the preprocessing recorded in the checkpoint:
   weights (no seams), resized back.
 
 Pixels outside the field of view (estimated from the image unless given) are set to 0.
+
+The network call is the only backend-specific part: ``unet.TorchNet`` (a ``.pth`` checkpoint,
+PyTorch) or ``onnx_model.OnnxNet`` (an exported ``.onnx``, ONNX Runtime). This module does not
+import torch, so segmenting with an ONNX model never loads it.
 """
 import math
+from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 
+from allocator import tune_malloc
 from preprocess import enhance, equalize, estimate_fov, fov_diameter, resize, to_gray
-from unet import load_model, tune_malloc
 
 
 def window_weight(size, margin, soft, first=False, last=False):
@@ -43,10 +47,11 @@ def _starts(length, window, stride):
     return starts
 
 
-@torch.inference_mode()
-def tiled_predict(model, image, window, margin=None, stride=None, window_fn=None, soft=False, batch=1, flip=False,
+def tiled_predict(net, image, window, margin=None, stride=None, window_fn=None, soft=False, batch=1, flip=False,
                   fixed_window=False):
     """Probability map (float32 HxW) of a uint8 gray image by sliding-window inference.
+
+    net: the network call (``unet.TorchNet``/``onnx_model.OnnxNet``: float32 Nx1xHxW -> probabilities).
 
     window: tile side; margin: context discarded at each tile side (hard blending);
     stride: step between tiles (default ``window - 2*margin``); window_fn: applied to each uint8
@@ -55,7 +60,7 @@ def tiled_predict(model, image, window, margin=None, stride=None, window_fn=None
     on), padding small images, instead of shrinking the tile to the image.
     flip: average with the horizontally flipped prediction (test-time augmentation).
     """
-    align = model.align
+    align = net.align
     h, w = image.shape
     ph, pw = math.ceil(h / align) * align, math.ceil(w / align) * align
     window = max(align, window // align * align)
@@ -82,12 +87,11 @@ def tiled_predict(model, image, window, margin=None, stride=None, window_fn=None
         for y, x in chunk:
             tile = padded[y:y + th, x:x + tw]
             tiles.append(window_fn(tile) if window_fn is not None else tile)
-        xb = torch.from_numpy(np.stack(tiles)[:, None].astype(np.float32) / 255.0)
-        xb = xb.contiguous(memory_format=torch.channels_last)
-        prob = torch.sigmoid(model(xb))
+        xb = np.stack(tiles)[:, None].astype(np.float32) / np.float32(255.0)
+        prob = net(xb)
         if flip:
-            prob = 0.5 * (prob + torch.sigmoid(model(xb.flip(-1))).flip(-1))
-        prob = prob[:, 0].numpy()
+            prob = 0.5 * (prob + net(np.ascontiguousarray(xb[..., ::-1]))[..., ::-1])
+        prob = prob[:, 0]
         if len(coords) == 1:  # one window: nothing to blend
             return np.ascontiguousarray(prob[0, :h, :w])
         for (y, x), p in zip(chunk, prob):
@@ -97,20 +101,41 @@ def tiled_predict(model, image, window, margin=None, stride=None, window_fn=None
     return (acc / norm)[:h, :w]
 
 
-class Segmenter:
-    """A loaded model with its preprocessing and threshold; load once, segment many images."""
+def load_net(path, hint=""):
+    """(network call, metadata with preprocess, threshold, info) from a ``.onnx`` or ``.pth`` file."""
+    if Path(path).suffix.lower() == ".onnx":
+        from onnx_model import load_onnx
 
-    def __init__(self, model, preprocess, threshold=0.5, tile=1024, rescale=True, flip=False):
+        return load_onnx(path, hint)
+    from unet import TorchNet, load_model
+
+    model, ckpt = load_model(path, hint)
+    return TorchNet(model), ckpt
+
+
+class Segmenter:
+    """A loaded model with its preprocessing and threshold; load once, segment many images.
+
+    ``net`` is a network call (``unet.TorchNet``, ``onnx_model.OnnxNet``) or a torch U-Net, which
+    is wrapped (training validates through here with the model being trained).
+    """
+
+    def __init__(self, net, preprocess, threshold=0.5, tile=1024, rescale=True, flip=False, info=None):
         tune_malloc()
-        self.model = model.eval()
+        if not hasattr(net, "backend"):
+            from unet import TorchNet
+
+            net = TorchNet(net)
+        self.net = net
         self.pre = dict(preprocess)
         self.threshold = float(threshold)
         self.tile, self.rescale, self.flip = tile, rescale, flip
+        self.info = dict(info or {})
 
     @classmethod
     def from_file(cls, path, hint="", **kw):
-        model, ckpt = load_model(path, hint)
-        return cls(model, ckpt["preprocess"], ckpt["threshold"], **kw)
+        net, meta = load_net(path, hint)
+        return cls(net, meta["preprocess"], meta["threshold"], info=meta.get("info"), **kw)
 
     def probability(self, image, fov=None):
         """Vessel probability in [0, 1], float32, same height/width as ``image``; 0 outside the FOV."""
@@ -123,7 +148,7 @@ class Segmenter:
             work = resize(gray, (size, size))
             patch = int(self.pre["patch"])
             fn = equalize if self.pre.get("enhance") == "equalize" else None
-            prob = tiled_predict(self.model, work, patch, stride=patch // 2, window_fn=fn, soft=True, batch=4,
+            prob = tiled_predict(self.net, work, patch, stride=patch // 2, window_fn=fn, soft=True, batch=4,
                                  flip=self.flip, fixed_window=True)
         elif self.pre["method"] == "whole":
             scale = 1.0
@@ -134,8 +159,8 @@ class Segmenter:
                     scale = 1.0
             work = gray if scale == 1.0 else resize(gray, (max(1, round(w * scale)), max(1, round(h * scale))))
             work = enhance(work, self.pre.get("enhance", "none"))
-            margin = 16 * self.model.align
-            prob = tiled_predict(self.model, work, self.tile, margin=margin, flip=self.flip)
+            margin = 16 * self.net.align
+            prob = tiled_predict(self.net, work, self.tile, margin=margin, flip=self.flip)
         else:
             raise ValueError(f"unknown method {self.pre['method']!r}")
         if prob.shape != (h, w):
@@ -159,8 +184,8 @@ def prediction_main(default_weights, doc, train_hint):
 
     from tqdm import tqdm
 
-    from cli import UserError, run_main, warn
-    from imio import is_image_file, list_images, read_image, stem, write_png
+    from cli import UserError, bounded, run_main, warn, writable_dir
+    from imio import is_image_file, list_images, read_image, stem, write_png, write_probability
 
     @run_main
     def main(argv=None):
@@ -168,10 +193,13 @@ def prediction_main(default_weights, doc, train_hint):
         p.add_argument("--input", default=None,
                        help="an image or a folder of images (default: predict/img.png -> result/res.png)")
         p.add_argument("--output", default="result", help="output folder (default: %(default)s)")
-        p.add_argument("--weights", default=default_weights, help="weights file (default: %(default)s)")
-        p.add_argument("--prob", action="store_true", help="also write NAME_prob.png, the 8-bit probability map")
-        p.add_argument("--threshold", type=float, default=None,
-                       help="override the threshold stored in the weights (chosen on validation images)")
+        p.add_argument("--weights", default=default_weights,
+                       help="model file: .onnx runs through ONNX Runtime without PyTorch, .pth through PyTorch "
+                            "(default: %(default)s, exported from " + default_weights[:-5] + ".pth)")
+        p.add_argument("--prob", action="store_true",
+                       help="also write NAME_prob.png, the probability map as a 16-bit PNG (0-65535 = 0-1)")
+        p.add_argument("--threshold", type=bounded(float, 0, 1, lo_open=True, hi_open=True), default=None,
+                       help="override the threshold stored in the weights (chosen on validation images), 0 < T < 1")
         p.add_argument("--tta", action="store_true", help="average with a horizontally flipped pass (slower)")
         p.add_argument("--no-rescale", action="store_true",
                        help="do not rescale images whose field of view differs from the training scale")
@@ -195,6 +223,7 @@ def prediction_main(default_weights, doc, train_hint):
             jobs = [(f, out_dir / f"{stem(f)}.png") for f in files]
         if not jobs[0][0].exists() and args.input is None:
             raise UserError(f"{jobs[0][0]} not found: put the image to segment there, or pass --input FILE_OR_DIR")
+        writable_dir(out_dir)
         seg = Segmenter.from_file(args.weights, hint=train_hint, rescale=not args.no_rescale, flip=args.tta)
         if args.threshold is not None:
             seg.threshold = args.threshold
@@ -211,9 +240,12 @@ def prediction_main(default_weights, doc, train_hint):
             t0 = time.perf_counter()
             prob, mask = seg.segment(image)
             times.append(time.perf_counter() - t0)
-            write_png(dst, mask)
-            if args.prob:
-                write_png(dst.with_name(dst.stem + "_prob.png"), np.round(prob * 255).astype(np.uint8))
+            try:
+                write_png(dst, mask)
+                if args.prob:
+                    write_probability(dst.with_name(dst.stem + "_prob.png"), prob)
+            except OSError as exc:
+                raise UserError(f"cannot write {dst}: {exc.strerror or exc}") from None
         done = len(jobs) - len(failed)
         where = jobs[0][1] if len(jobs) == 1 else out_dir
         print(f"segmented {done} image(s) -> {where} ({np.median(times) if times else 0:.3f} s per image, median)")

@@ -1,15 +1,17 @@
-"""Segment the vessels of a fundus photograph with the whole-image model (UNet.pth).
+"""Segment the vessels of a fundus photograph with the whole-image model (UNet.onnx, exported from UNet.pth).
 
     python predict.py                    # predict/img.png -> result/res.png
     python predict.py --input photos/ --output masks/ --prob
 
 RGB or gray, any size: the output mask (0/255) has the input's size; pixels outside the field
 of view are 0. Images from other cameras are rescaled by their field of view to the training
-scale and the result mapped back.
+scale and the result mapped back. A .onnx model runs through ONNX Runtime (PyTorch is not
+loaded: fast start, small memory); --weights UNet.pth gives the same masks through PyTorch.
 """
 from inference import prediction_main
 
-main = prediction_main("UNet.pth", __doc__, " (train it with: python train.py)")
+main = prediction_main("UNet.onnx", __doc__,
+                       " (export it from UNet.pth with: python export_onnx.py UNet.pth; train with: python train.py)")
 
 if __name__ == "__main__":
     main()

@@ -9,9 +9,9 @@ cleared outside the field of view (estimated from the image).
 """
 from inference import prediction_main
 
-main = prediction_main("UNet_patch_equalized_patch_256_50.pth", __doc__,
-                       " (train it with: python split_training_set.py && python equalize_patch.py && "
-                       "python train_patch.py)")
+main = prediction_main("UNet_patch_equalized_patch_256_50.onnx", __doc__,
+                       " (export it with: python export_onnx.py UNet_patch_equalized_patch_256_50.pth; train with: "
+                       "python split_training_set.py && python equalize_patch.py && python train_patch.py)")
 
 if __name__ == "__main__":
     main()

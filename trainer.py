@@ -21,8 +21,8 @@ import torch
 from sklearn.metrics import roc_auc_score
 from tqdm import tqdm
 
-from cli import UserError, add_dataset_args
-from dataset import VesselDataset, augmentation, pad_collate
+from cli import UserError, add_dataset_args, bounded, warn, writable_dir
+from training_data import VesselDataset, augmentation, pad_collate
 from imio import atomic_replace
 from inference import Segmenter
 from losses import CEDiceLoss
@@ -35,18 +35,46 @@ LOG_FIELDS = ["epoch", "train_loss", "val_f1", "val_auc", "val_threshold", "lr",
 def add_training_args(parser, *, epochs, batch_size, lr, val_every, out):
     """Flags common to both training scripts."""
     add_dataset_args(parser)
-    parser.add_argument("--epochs", type=int, default=epochs, help="training epochs (default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=batch_size, help="samples per step (default: %(default)s)")
-    parser.add_argument("--lr", type=float, default=lr, help="peak learning rate, AdamW + cosine decay (default: %(default)s)")
-    parser.add_argument("--width", type=int, default=8, help="U-Net channels at full resolution (default: %(default)s; the original: 64)")
-    parser.add_argument("--depth", type=int, default=4, help="U-Net resolution levels (default: %(default)s; the original: 5)")
-    parser.add_argument("--val-count", type=int, default=4, help="training images held out for validation (default: %(default)s)")
-    parser.add_argument("--val-every", type=int, default=val_every, help="validate every N epochs (default: %(default)s)")
+    parser.add_argument("--epochs", type=bounded(int, 1), default=epochs, help="training epochs, >= 1 (default: %(default)s)")
+    parser.add_argument("--batch-size", type=bounded(int, 1), default=batch_size, help="samples per step, >= 1 (default: %(default)s)")
+    parser.add_argument("--lr", type=bounded(float, 0, 1, lo_open=True), default=lr, help="peak learning rate, AdamW + cosine decay (default: %(default)s)")
+    parser.add_argument("--width", type=bounded(int, 1, 256), default=8, help="U-Net channels at full resolution (default: %(default)s; the original: 64)")
+    parser.add_argument("--depth", type=bounded(int, 2, 8), default=4, help="U-Net resolution levels (default: %(default)s; the original: 5)")
+    parser.add_argument("--val-count", type=bounded(int, 0), default=4, help="training images held out for validation (default: %(default)s)")
+    parser.add_argument("--val-every", type=bounded(int, 1), default=val_every, help="validate every N epochs (default: %(default)s)")
+    parser.add_argument("--dice-weight", type=bounded(float, 0), default=1.0,
+                        help="weight of the soft-Dice term in the loss (cross-entropy weight 1; default: %(default)s)")
     parser.add_argument("--augment", choices=["default", "none"], default="default", help="data augmentation (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed: same seed, same result on CPU (default: %(default)s)")
-    parser.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: all cores)")
+    parser.add_argument("--seed", type=bounded(int, 0, 2**32 - 1), default=0, help="random seed: same seed, same result on CPU (default: %(default)s)")
+    parser.add_argument("--threads", type=bounded(int, 0, 1024), default=0,
+                        help="CPU threads for torch (default: 0 = all cores)")
     parser.add_argument("--out", default=out, help="weights file to write (default: %(default)s)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run from OUT.resume.pth")
+
+
+def check_output(out, backup=True):
+    """Refuse an unusable --out before any work; keep a copy of weights a new run will replace."""
+    if out.suffix != ".pth":
+        raise UserError(f"--out {out}: the weights file name must end in .pth")
+    if out.is_dir():
+        raise UserError(f"--out {out} is a folder; give a file name ending in .pth")
+    writable_dir(out.parent if str(out.parent) else ".", "folder of --out")
+    if backup and out.is_file():
+        backup = out.with_name(out.name + ".bak")
+        import shutil
+
+        shutil.copy2(out, backup)  # a run the user regrets never loses the weights it replaced
+        print(f"{out} exists: kept a copy as {backup}; this run writes its best weights to {out}", file=sys.stderr)
+
+
+def export_onnx_beside(out):
+    """Write OUT with .onnx beside the final weights (for inference without PyTorch)."""
+    try:
+        from onnx_model import export
+
+        print(f"exported {export(out)} (for inference without PyTorch)", file=sys.stderr)
+    except ImportError as exc:
+        warn(f"ONNX export skipped ({exc}); install onnx and run: python export_onnx.py {out}")
 
 
 def seed_everything(seed):
@@ -95,14 +123,17 @@ def fit(args, images, labels, val_samples, preprocess, info):
         torch.set_num_threads(args.threads)
     tune_malloc()
     out, resume_path, log_path = _paths(args.out)
+    check_output(out, backup=not args.resume)
     seed_everything(args.seed)
     model = UNet(1, args.width, args.depth)
     dataset = VesselDataset(images, labels, augmentation(args.augment))
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(args.epochs, 1), eta_min=args.lr * 0.01)
-    loss_fn = CEDiceLoss()
+    loss_fn = CEDiceLoss(dice_weight=args.dice_weight)
     run_config = {k: getattr(args, k) for k in ("dataset", "epochs", "batch_size", "lr", "width", "depth",
                                                 "val_count", "val_every", "augment", "seed")}
+    if args.dice_weight != 1.0:  # recorded only when changed: resume states of earlier runs stay valid
+        run_config["dice_weight"] = args.dice_weight
     start, best, rows = 0, None, []
     if args.resume:
         if not resume_path.is_file():
@@ -178,6 +209,7 @@ def fit(args, images, labels, val_samples, preprocess, info):
     if not val_samples:  # no validation images: keep the last model with threshold 0.5
         save_checkpoint(out, checkpoint_dict(model, preprocess, 0.5, dict(info, **run_config, best_epoch=args.epochs)))
         best = {"epoch": args.epochs}
+    export_onnx_beside(out)
     print(f"done in {time.time() - t_start:.0f} s; best epoch {best.get('epoch')}: "
           f"val F1 {best.get('val_f1', float('nan')):.4f}; weights in {out}", file=sys.stderr)
     return best

@@ -4,7 +4,6 @@
 ``width=8, depth=4`` (121 k parameters) segments a DRIVE image in ~0.08 s on a 2-core CPU.
 Checkpoints are self-describing: architecture, preprocessing and threshold travel with the weights.
 """
-import ctypes
 import io
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from allocator import tune_malloc  # noqa: F401  (re-exported: training and tests call it from here)
 from cli import UserError
 
 CHECKPOINT_FORMAT = "retina-vessel-unet/1"
@@ -96,32 +96,6 @@ def fuse_for_inference(model):
     return model.to(memory_format=torch.channels_last)
 
 
-_MALLOC_TUNED = False
-
-
-def tune_malloc():
-    """Keep freed activation buffers (up to 32 MB each) in the process heap instead of returning them to the OS.
-
-    With glibc's defaults, every layer's output of a full-size image is a fresh ``mmap``: the
-    kernel zeroes and page-faults it in, and ``free`` hands it back, image after image. That was
-    ~30 % of CPU inference time and a third of a training step here (bench_inference.py
-    --untuned-malloc; see the README). The process keeps its peak memory instead of shrinking
-    between images; the peak grew by at most 50 MB in our measurements. A no-op where the C
-    library is not glibc.
-    """
-    global _MALLOC_TUNED
-    if _MALLOC_TUNED:
-        return
-    _MALLOC_TUNED = True
-    try:
-        mallopt = ctypes.CDLL(None).mallopt  # the C library already loaded into this process
-    except (OSError, AttributeError, TypeError):  # no mallopt (macOS, Windows): nothing to tune
-        return
-    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-    mallopt(M_MMAP_THRESHOLD, 32 * 2**20)  # glibc's largest allowed value on 64-bit
-    mallopt(M_TRIM_THRESHOLD, 2**30)
-
-
 def count_parameters(model):
     return sum(p.numel() for p in model.parameters())
 
@@ -169,3 +143,22 @@ def load_model(path, hint=""):
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"{path}: weights do not match the architecture they declare ({first})") from None
     return fuse_for_inference(model), ckpt
+
+
+class TorchNet:
+    """The network call of inference for a PyTorch model (the only torch-specific part of it).
+
+    Takes a float32 N x 1 x H x W array (H, W multiples of ``align``), returns vessel probabilities
+    of the same shape. ``onnx_model.OnnxNet`` is the same call through ONNX Runtime.
+    """
+
+    backend = "torch"
+
+    def __init__(self, model):
+        self.model = model.eval()
+        self.align = model.align
+
+    @torch.inference_mode()
+    def __call__(self, x):
+        xb = torch.from_numpy(x).contiguous(memory_format=torch.channels_last)
+        return torch.sigmoid(self.model(xb)).numpy()

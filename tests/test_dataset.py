@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from cli import UserError
-from dataset import VesselDataset, augmentation, load_sample, make_patches, pair_files, read_patch_manifest
+from dataset import load_sample, make_patches, pair_files, read_patch_manifest
+from training_data import VesselDataset, augmentation
 from imio import read_image, write_png
 from conftest import disc_image
 

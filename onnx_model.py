@@ -1,0 +1,142 @@
+"""The U-Net as ONNX: export from a PyTorch checkpoint, and inference through ONNX Runtime without torch.
+
+An exported ``NAME.onnx`` computes vessel probabilities (sigmoid included) from a float32
+N x 1 x H x W input in [0, 1], with N, H and W free (H and W multiples of 2**(depth-1); the
+tiler pads to that). Everything inference needs travels in the model's metadata, as in a ``.pth``:
+``format``, ``arch``, ``preprocess``, ``threshold``, ``info`` (JSON) and ``source_sha256``, the
+hash of the checkpoint it was exported from (so a stale export can be noticed).
+
+Exporting needs torch and onnx (the full install); running needs only onnxruntime and numpy.
+"""
+import hashlib
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+
+from cli import UserError, warn
+
+ONNX_FORMAT = "retina-vessel-unet-onnx/1"
+OPSET = 17
+
+
+def file_sha256(path):
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def export(weights, out=None):
+    """Export the checkpoint ``weights`` (a .pth) to ``out`` (default: same name, .onnx), atomically."""
+    import warnings
+
+    import onnx
+    import torch
+
+    from imio import atomic_replace
+    from unet import load_model
+
+    weights = Path(weights)
+    out = Path(out) if out else weights.with_suffix(".onnx")
+    model, ckpt = load_model(weights)  # BatchNorm folded: fewer nodes
+
+    class WithSigmoid(torch.nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            return torch.sigmoid(self.net(x))
+
+    side = 4 * model.align  # an aligned example size: the graph then needs no internal padding
+    buf = io.BytesIO()
+    with warnings.catch_warnings():  # the TorchScript exporter announces its own deprecation
+        warnings.simplefilter("ignore")
+        # dynamo=False: the TorchScript exporter gives a graph that runs at every aligned size
+        # (the torch.export one failed at run time on some sizes, see the README)
+        torch.onnx.export(WithSigmoid(model).eval(), torch.zeros(1, 1, side, side), buf, dynamo=False,
+                          input_names=["image"], output_names=["prob"], opset_version=OPSET,
+                          dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"},
+                                        "prob": {0: "batch", 2: "height", 3: "width"}})
+    proto = onnx.load_from_string(buf.getvalue())
+    meta = {
+        "format": ONNX_FORMAT,
+        "arch": json.dumps(ckpt["arch"]),
+        "preprocess": json.dumps(ckpt["preprocess"]),
+        "threshold": repr(float(ckpt["threshold"])),
+        "info": json.dumps(ckpt.get("info", {})),
+        "source": weights.name,
+        "source_sha256": file_sha256(weights),
+    }
+    del proto.metadata_props[:]
+    for k, v in meta.items():
+        proto.metadata_props.add(key=k, value=v)
+    proto.doc_string = "Retinal vessel U-Net: probabilities from a gray image in [0, 1] (see the metadata)"
+    onnx.checker.check_model(proto)
+    atomic_replace(out, lambda tmp: onnx.save(proto, tmp), suffix=".onnx")
+    return out
+
+
+class OnnxNet:
+    """The network call of inference through ONNX Runtime (same contract as ``unet.TorchNet``)."""
+
+    backend = "onnxruntime"
+
+    def __init__(self, session, align):
+        self.session = session
+        self.align = int(align)
+        self.input = session.get_inputs()[0].name
+
+    def __call__(self, x):
+        h, w = x.shape[-2:]
+        ph, pw = -h % self.align, -w % self.align
+        if ph or pw:  # the graph is exported for aligned sizes: pad, then crop
+            x = np.pad(x, ((0, 0), (0, 0), (0, ph), (0, pw)))
+        return self.session.run(None, {self.input: np.ascontiguousarray(x, dtype=np.float32)})[0][..., :h, :w]
+
+
+def session_options():
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3  # errors only: no warnings on the terminal of a user
+    return so
+
+
+def load_onnx(path, hint=""):
+    """Return (OnnxNet, metadata dict with arch, preprocess, threshold, info) from an exported model."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"weights file {path} not found{hint}")
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise UserError(f"{path}: onnxruntime is not installed (pip install onnxruntime), or use the .pth weights") from None
+    try:
+        session = ort.InferenceSession(path.read_bytes(), session_options(), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own kinds for damaged or invalid files
+        raise UserError(f"{path}: not a readable ONNX model ({type(exc).__name__}); re-export it with: "
+                        f"python export_onnx.py") from None
+    props = session.get_modelmeta().custom_metadata_map
+    if props.get("format") != ONNX_FORMAT:
+        raise UserError(f"{path}: an ONNX model, but not one of this toolkit (expected metadata format {ONNX_FORMAT})")
+    inputs = session.get_inputs()
+    try:
+        meta = {"arch": json.loads(props["arch"]), "preprocess": json.loads(props["preprocess"]),
+                "threshold": float(props["threshold"]), "info": json.loads(props.get("info", "{}")),
+                "source": props.get("source"), "source_sha256": props.get("source_sha256")}
+        align = 2 ** (int(meta["arch"]["depth"]) - 1)
+        if len(inputs) != 1 or len(inputs[0].shape) != 4 or not isinstance(meta["preprocess"]["method"], str):
+            raise ValueError("unexpected graph inputs")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UserError(f"{path}: damaged metadata in this toolkit's ONNX model ({exc}); re-export it") from None
+    _warn_if_stale(path, meta)
+    return OnnxNet(session, align), meta
+
+
+def _warn_if_stale(path, meta):
+    """Warn when the checkpoint beside the model is not the one it was exported from."""
+    src = path.with_name(meta["source"]) if meta.get("source") else None
+    if src is not None and src.is_file() and meta.get("source_sha256") and file_sha256(src) != meta["source_sha256"]:
+        warn(f"{path} was exported from another {src.name} than the one beside it: "
+             f"re-export with: python export_onnx.py {src}")

@@ -1,0 +1,72 @@
+"""Benchmark metrics: inside the FOV only, pixels pooled, known confusion matrices give known numbers."""
+import numpy as np
+import pytest
+
+from dataset import Sample
+from evaluate import evaluate
+from metrics import all_metrics, best_threshold, binary_metrics, pooled
+
+
+def test_known_confusion_matrix_gives_known_numbers():
+    # tp=3, fp=1, fn=2, tn=4
+    y = np.array([1, 1, 1, 1, 1, 0, 0, 0, 0, 0], bool)
+    pred = np.array([1, 1, 1, 0, 0, 1, 0, 0, 0, 0], bool)
+    m = binary_metrics(y, pred)
+    assert m["f1"] == pytest.approx(6 / 9)
+    assert m["accuracy"] == pytest.approx(7 / 10)
+    assert m["sensitivity"] == pytest.approx(3 / 5)
+    assert m["specificity"] == pytest.approx(4 / 5)
+    assert m["iou"] == pytest.approx(3 / 6)
+    assert m["mcc"] == pytest.approx((3 * 4 - 1 * 2) / np.sqrt(4 * 5 * 5 * 6))
+    assert binary_metrics(y, ~y)["mcc"] == pytest.approx(-1.0)
+
+
+def _fov_case(seed=0):
+    rng = np.random.default_rng(seed)
+    h, w = 40, 50
+    yy, xx = np.mgrid[:h, :w]
+    fov = (yy - 20) ** 2 + (xx - 25) ** 2 < 18 ** 2
+    label = (rng.random((h, w)) < 0.15) & fov
+    prob = np.clip(label * 0.6 + rng.random((h, w)) * 0.5, 0, 1).astype(np.float32)
+    return label, prob, fov
+
+
+def test_garbage_outside_the_fov_changes_nothing():
+    samples, clean, dirty = [], [], []
+    for seed in range(3):
+        label, prob, fov = _fov_case(seed)
+        garbage_label = label | (~fov & (np.random.default_rng(seed + 9).random(label.shape) < 0.5))
+        samples.append((label, garbage_label, fov))
+        clean.append(prob)
+        noisy = prob.copy()
+        noisy[~fov] = np.random.default_rng(seed + 5).random(int((~fov).sum()))
+        dirty.append(noisy)
+    s_clean = [Sample(f"{i}", None, lab, fov) for i, (lab, _, fov) in enumerate(samples)]
+    s_dirty = [Sample(f"{i}", None, g, fov) for i, (_, g, fov) in enumerate(samples)]
+    a, rows_a, _ = evaluate(s_clean, clean, 0.5)
+    b, rows_b, _ = evaluate(s_dirty, dirty, 0.5)
+    assert a == b and rows_a == rows_b
+    # and the pooled figures are those of the FOV pixels alone, concatenated
+    y = np.concatenate([lab[fov] for lab, _, fov in samples])
+    p = np.concatenate([pr[fov] for (_, _, fov), pr in zip(samples, clean)])
+    assert a == all_metrics(y, p, 0.5)
+    yp, pp = pooled([(g, pr, fov) for (_, g, fov), pr in zip(samples, dirty)])
+    assert np.array_equal(yp, y) and np.array_equal(pp, p)
+
+
+def test_pixels_are_pooled_not_averaged_per_image():
+    # image 1: tiny FOV, all wrong; image 2: large FOV, all right -> pooled F1 is dominated by image 2
+    l1 = np.array([[1, 0]], bool); p1 = np.array([[0.0, 1.0]], np.float32); f1 = np.ones((1, 2), bool)
+    l2 = np.tile([True, False], (1, 50)); p2 = l2.astype(np.float32); f2 = np.ones_like(l2)
+    m, rows, _ = evaluate([Sample("a", None, l1, f1), Sample("b", None, l2, f2)], [p1, p2], 0.5)
+    assert m["f1"] == pytest.approx(2 * 50 / (2 * 50 + 1 + 1))
+    assert rows[0]["f1"] == 0 and rows[1]["f1"] == 1
+
+
+def test_best_threshold_is_the_f1_optimum():
+    y = np.array([0, 0, 0, 1, 1, 1, 0, 1], bool)
+    p = np.array([0.1, 0.2, 0.25, 0.3, 0.4, 0.8, 0.35, 0.9])
+    t, f1 = best_threshold(y, p)
+    brute = max((binary_metrics(y, p >= c)["f1"], c) for c in np.unique(p))
+    assert f1 == pytest.approx(brute[0]) and t == pytest.approx(brute[1])
+    assert t == pytest.approx(0.3)

@@ -1,0 +1,145 @@
+"""Inference through ONNX Runtime: same probabilities as PyTorch, no torch import, clear errors."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from cli import UserError
+from conftest import REPO
+from imio import read_image
+from inference import Segmenter
+from preprocess import resize
+
+SHIPPED = ["UNet.pth", "UNet_fast.pth", "UNet_STARE.pth", "UNet_patch_equalized_patch_256_50.pth"]
+
+
+def pair(weights, **kw):
+    """The same model through PyTorch (.pth) and through ONNX Runtime (.onnx)."""
+    pth = Segmenter.from_file(REPO / weights, **kw)
+    onnx = Segmenter.from_file(REPO / weights.replace(".pth", ".onnx"), **kw)
+    assert pth.net.backend == "torch" and onnx.net.backend == "onnxruntime"
+    return pth, onnx
+
+
+@pytest.mark.parametrize("weights", SHIPPED)
+def test_each_shipped_onnx_is_its_shipped_pth(weights):
+    """Metadata, source hash and probabilities on the sample image agree: the two cannot drift apart."""
+    import torch
+
+    from onnx_model import file_sha256, load_onnx
+
+    ckpt = torch.load(REPO / weights, weights_only=True)
+    _, meta = load_onnx(REPO / weights.replace(".pth", ".onnx"))
+    assert meta["source_sha256"] == file_sha256(REPO / weights), "re-run: python export_onnx.py " + weights
+    assert meta["preprocess"] == ckpt["preprocess"] and meta["arch"] == ckpt["arch"]
+    assert meta["threshold"] == ckpt["threshold"] and meta["info"] == ckpt["info"]
+    pth, onnx = pair(weights)
+    img = read_image(REPO / "predict" / "img.png")
+    a, b = pth.probability(img), onnx.probability(img)
+    assert np.abs(a - b).max() <= 1e-4
+
+
+@pytest.mark.parametrize("w,h", [(565, 584), (301, 257), (97, 131)])
+@pytest.mark.parametrize("weights", ["UNet.pth", "UNet_patch_equalized_patch_256_50.pth"])
+def test_onnx_equals_torch_on_odd_sizes_for_both_methods(weights, w, h):
+    img = resize(read_image(REPO / "predict" / "img.png"), (w, h))
+    pth, onnx = pair(weights)
+    a, b = pth.probability(img), onnx.probability(img)
+    assert a.shape == b.shape == (h, w) and a.max() > 0.5
+    assert np.abs(a - b).max() <= 1e-4
+    assert np.mean(pth.segment(img)[1] != onnx.segment(img)[1]) < 1e-4  # only pixels within 1e-4 of the threshold
+
+
+def test_onnx_equals_torch_on_a_large_photograph_through_tiles():
+    """3504x2336 without rescaling: several 1024x1024 tiles, the Segmenter's own margin."""
+    img = resize(read_image(REPO / "predict" / "img.png"), (3504, 2336))
+    pth, onnx = pair("UNet.pth", rescale=False, flip=True)
+    a, b = pth.probability(img), onnx.probability(img)
+    assert a.shape == (2336, 3504) and np.abs(a - b).max() <= 1e-4
+
+
+def test_onnx_net_pads_unaligned_inputs():
+    from onnx_model import load_onnx
+
+    net, _ = load_onnx(REPO / "UNet.onnx")
+    x = np.random.default_rng(0).random((2, 1, 37, 51), dtype=np.float32)
+    y = net(x)
+    assert y.shape == (2, 1, 37, 51) and 0 <= y.min() and y.max() <= 1
+
+
+def test_predict_with_onnx_never_imports_torch(tmp_path):
+    code = ("import sys; sys.argv = ['predict.py']; sys.path.insert(0, {repo!r}); import predict\n"
+            "try:\n    predict.main([])\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+            "print('torch' in sys.modules, [m for m in sys.modules if m.startswith(('torch', 'sklearn'))][:3])")
+    (tmp_path / "predict").mkdir()
+    (tmp_path / "predict" / "img.png").write_bytes((REPO / "predict" / "img.png").read_bytes())
+    (tmp_path / "UNet.onnx").write_bytes((REPO / "UNet.onnx").read_bytes())
+    r = subprocess.run([sys.executable, "-c", code.format(repo=str(REPO))], cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[-1] == "False []"
+    # and the mask is the one PyTorch gives
+    res = read_image(tmp_path / "result" / "res.png") > 0
+    ref = Segmenter.from_file(REPO / "UNet.pth").segment(read_image(REPO / "predict" / "img.png"))[1]
+    assert np.mean(res != ref) < 1e-5
+
+
+def test_damaged_or_foreign_onnx_is_one_line(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    from onnx_model import load_onnx
+
+    good = (REPO / "UNet.onnx").read_bytes()
+    (tmp_path / "cut.onnx").write_bytes(good[: len(good) // 2])
+    with pytest.raises(UserError, match="not a readable ONNX model"):
+        load_onnx(tmp_path / "cut.onnx")
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 4, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 4, 4])])
+    onnx.save(helper.make_model(graph), tmp_path / "foreign.onnx")
+    with pytest.raises(UserError, match="not one of this toolkit"):
+        load_onnx(tmp_path / "foreign.onnx")
+    with pytest.raises(UserError, match="not found"):
+        load_onnx(tmp_path / "absent.onnx")
+    r = subprocess.run([sys.executable, REPO / "predict.py", "--weights", "cut.onnx", "--input", REPO / "predict" / "img.png"],
+                       cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "cut.onnx" in r.stderr
+
+
+def test_export_warns_when_the_pth_beside_it_changed(tmp_path, capsys):
+    from onnx_model import export, load_onnx
+    from unet import UNet, checkpoint_dict, save_checkpoint
+
+    save_checkpoint(tmp_path / "m.pth", checkpoint_dict(UNet(1, 4, 3), {"method": "whole", "enhance": "none"}, 0.4))
+    assert export(tmp_path / "m.pth") == tmp_path / "m.onnx"
+    net, meta = load_onnx(tmp_path / "m.onnx")
+    assert meta["threshold"] == pytest.approx(0.4) and net.align == 4
+    assert "exported from another" not in capsys.readouterr().err
+    save_checkpoint(tmp_path / "m.pth", checkpoint_dict(UNet(1, 4, 3), {"method": "whole", "enhance": "none"}, 0.3))
+    load_onnx(tmp_path / "m.onnx")
+    assert "exported from another m.pth" in capsys.readouterr().err
+
+
+def test_light_install_segments_without_torch(tmp_path):
+    """A venv from requirements-light.txt alone runs predict.py on the shipped ONNX model."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", venv], check=True)
+    pip = subprocess.run([venv / "bin" / "pip", "install", "-q", "-r", REPO / "requirements-light.txt"],
+                         capture_output=True, text=True)
+    assert pip.returncode == 0, pip.stderr[-2000:]
+    work = tmp_path / "work"
+    (work / "predict").mkdir(parents=True)
+    (work / "predict" / "img.png").write_bytes((REPO / "predict" / "img.png").read_bytes())
+    r = subprocess.run([venv / "bin" / "python", REPO / "predict.py", "--weights", REPO / "UNet.onnx", "--prob"],
+                       cwd=work, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([venv / "bin" / "python", "-c", "import torch"], capture_output=True, text=True)
+    assert r.returncode != 0  # really without torch
+    res = read_image(work / "result" / "res.png") > 0
+    ref = Segmenter.from_file(REPO / "UNet.pth").segment(read_image(REPO / "predict" / "img.png"))[1]
+    assert np.mean(res != ref) < 1e-5
+    from imio import read_probability
+
+    prob = read_probability(work / "result" / "res_prob.png")
+    assert prob.shape == res.shape and prob.max() > 0.99
