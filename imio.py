@@ -3,6 +3,7 @@ import gzip
 import io
 import os
 import tempfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -68,7 +69,10 @@ def read_image(path):
         with Image.open(io.BytesIO(data)) as im:
             im.load()
             return _to_uint8(im)
-    except (UnidentifiedImageError, OSError, EOFError, SyntaxError, ValueError) as exc:
+    except Image.DecompressionBombError:
+        raise UserError(f"{path}: larger than {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels; "
+                        "downscale it before segmenting") from None
+    except (UnidentifiedImageError, OSError, EOFError, SyntaxError, ValueError, zlib.error) as exc:
         raise UserError(f"{path}: not a readable image ({exc}); replace or remove the file") from None
 
 

@@ -23,7 +23,11 @@ import cv2
 import numpy as np
 
 from allocator import tune_malloc
-from preprocess import enhance, equalize, estimate_fov, fov_diameter, resize, to_gray
+from cli import UserError
+from preprocess import as_image, enhance, equalize, estimate_fov, fov_diameter, resize, to_gray
+
+MAX_UPSCALE = 4.0  # largest rescaling factor of the whole-image method
+MAX_WORK_SIDE = 4096  # ... and largest side of the rescaled image
 
 
 def window_weight(size, margin, soft, first=False, last=False):
@@ -138,9 +142,17 @@ class Segmenter:
         return cls(net, meta["preprocess"], meta["threshold"], info=meta.get("info"), **kw)
 
     def probability(self, image, fov=None):
-        """Vessel probability in [0, 1], float32, same height/width as ``image``; 0 outside the FOV."""
+        """Vessel probability in [0, 1], float32, same height/width as ``image``; 0 outside the FOV.
+
+        ``image``: any array ``preprocess.as_image`` accepts; ``fov``: bool HxW, else estimated.
+        """
+        image = as_image(image)
         if fov is None:
             fov = estimate_fov(image)
+        fov = np.asarray(fov).astype(bool)
+        if fov.shape != image.shape[:2]:
+            raise UserError(f"the FOV mask is {fov.shape[1]}x{fov.shape[0]} but the image is "
+                            f"{image.shape[1]}x{image.shape[0]}: they must have the same size")
         gray = to_gray(image)
         h, w = gray.shape
         if self.pre["method"] == "patch":
@@ -155,6 +167,8 @@ class Segmenter:
             target = self.pre.get("fov_diameter")
             if self.rescale and target:
                 scale = float(target) / fov_diameter(fov)
+                # a tiny or mis-detected FOV must not blow the image up: at most 4x, 4096 px a side
+                scale = min(scale, MAX_UPSCALE, MAX_WORK_SIDE / max(h, w))
                 if abs(math.log(scale)) < math.log(1.15):
                     scale = 1.0
             work = gray if scale == 1.0 else resize(gray, (max(1, round(w * scale)), max(1, round(h * scale))))
@@ -184,7 +198,7 @@ def prediction_main(default_weights, doc, train_hint):
 
     from tqdm import tqdm
 
-    from cli import UserError, bounded, run_main, warn, writable_dir
+    from cli import bounded, run_main, warn, writable_dir
     from imio import is_image_file, list_images, read_image, stem, write_png, write_probability
 
     @run_main

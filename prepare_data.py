@@ -21,7 +21,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from cli import UserError, run_main
+from cli import UserError, run_main, writable_dir
 from imio import read_image, read_mask, replace_dir, write_png
 from preprocess import estimate_fov
 
@@ -69,8 +69,7 @@ def main(argv=None):
     if not src.is_dir():
         raise UserError(f"source folder {src} not found: download the official {args.dataset} release and pass --source")
     items = drive_items(src) if args.dataset == "DRIVE" else stare_items(src)
-    root = Path(args.root)
-    root.mkdir(parents=True, exist_ok=True)
+    root = writable_dir(args.root, "--root folder")
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{args.dataset}.new-"))
     try:
         rows = []

@@ -27,7 +27,7 @@ from imio import atomic_replace
 from inference import Segmenter
 from losses import CEDiceLoss
 from metrics import best_threshold, pooled
-from unet import UNet, checkpoint_dict, count_parameters, save_checkpoint, tune_malloc
+from unet import build_model, checkpoint_dict, count_parameters, save_checkpoint, tune_malloc
 
 LOG_FIELDS = ["epoch", "train_loss", "val_f1", "val_auc", "val_threshold", "lr", "seconds"]
 
@@ -44,6 +44,10 @@ def add_training_args(parser, *, epochs, batch_size, lr, val_every, out):
     parser.add_argument("--val-every", type=bounded(int, 1), default=val_every, help="validate every N epochs (default: %(default)s)")
     parser.add_argument("--dice-weight", type=bounded(float, 0), default=1.0,
                         help="weight of the soft-Dice term in the loss (cross-entropy weight 1; default: %(default)s)")
+    parser.add_argument("--stages", type=int, choices=[1, 2], default=1,
+                        help="1: one U-Net; 2: two in sequence (W-Net), the loss on both (default: %(default)s)")
+    parser.add_argument("--crop", type=bounded(int, 0, 4096), default=0,
+                        help="train on random CROP x CROP windows instead of whole samples (0: whole; default: %(default)s)")
     parser.add_argument("--augment", choices=["default", "none"], default="default", help="data augmentation (default: %(default)s)")
     parser.add_argument("--seed", type=bounded(int, 0, 2**32 - 1), default=0, help="random seed: same seed, same result on CPU (default: %(default)s)")
     parser.add_argument("--threads", type=bounded(int, 0, 1024), default=0,
@@ -125,15 +129,17 @@ def fit(args, images, labels, val_samples, preprocess, info):
     out, resume_path, log_path = _paths(args.out)
     check_output(out, backup=not args.resume)
     seed_everything(args.seed)
-    model = UNet(1, args.width, args.depth)
-    dataset = VesselDataset(images, labels, augmentation(args.augment))
+    stages = getattr(args, "stages", 1)
+    model = build_model({"in_channels": 1, "width": args.width, "depth": args.depth, "stages": stages})
+    dataset = VesselDataset(images, labels, augmentation(args.augment, getattr(args, "crop", 0)))
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(args.epochs, 1), eta_min=args.lr * 0.01)
     loss_fn = CEDiceLoss(dice_weight=args.dice_weight)
     run_config = {k: getattr(args, k) for k in ("dataset", "epochs", "batch_size", "lr", "width", "depth",
                                                 "val_count", "val_every", "augment", "seed")}
-    if args.dice_weight != 1.0:  # recorded only when changed: resume states of earlier runs stay valid
-        run_config["dice_weight"] = args.dice_weight
+    for key, default in (("dice_weight", 1.0), ("crop", 0), ("stages", 1)):  # recorded only when changed: older resume states stay valid
+        if getattr(args, key, default) != default:
+            run_config[key] = getattr(args, key)
     start, best, rows = 0, None, []
     if args.resume:
         if not resume_path.is_file():
@@ -154,7 +160,7 @@ def fit(args, images, labels, val_samples, preprocess, info):
         random.setstate(state["rng_python"])
         print(f"resuming after epoch {start} of {args.epochs}", file=sys.stderr)
 
-    print(f"U-Net width {args.width} depth {args.depth}: {count_parameters(model):,} parameters; "
+    print(f"{type(model).__name__} width {args.width} depth {args.depth}: {count_parameters(model):,} parameters; "
           f"{len(dataset)} training samples, {len(val_samples)} validation images", file=sys.stderr)
     t_start = time.time()
     saved = start
@@ -168,7 +174,8 @@ def fit(args, images, labels, val_samples, preprocess, info):
                        file=sys.stderr, disable=None)
             for i in bar:
                 xb, yb = pad_collate([dataset[j] for j in order[i:i + args.batch_size]])
-                loss = loss_fn(model(xb), yb)
+                outs = model.stage_logits(xb) if stages > 1 else [model(xb)]
+                loss = sum(loss_fn(o, yb) for o in outs)  # W-Net: the loss on both stages' outputs
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

@@ -10,16 +10,18 @@ from torchvision.transforms import v2
 from cli import UserError
 
 
-def augmentation(strength="default"):
-    """Joint image/label augmentation (torchvision v2): flips, rotations, mild scale and contrast."""
-    if strength == "none":
-        return None
-    return v2.Compose([
+def augmentation(strength="default", crop=0):
+    """Joint image/label augmentation (torchvision v2): flips, rotations, mild scale and contrast,
+    then (``crop`` > 0) a random ``crop`` x ``crop`` window, zero-padded where the image is smaller."""
+    steps = [] if strength == "none" else [
         v2.RandomHorizontalFlip(),
         v2.RandomVerticalFlip(),
         v2.RandomAffine(degrees=180, scale=(0.9, 1.1)),
         v2.ColorJitter(brightness=0.2, contrast=0.2),
-    ])
+    ]
+    if crop:
+        steps.append(v2.RandomCrop(crop, pad_if_needed=True))
+    return v2.Compose(steps) if steps else None
 
 
 class VesselDataset(torch.utils.data.Dataset):

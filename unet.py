@@ -80,6 +80,38 @@ class UNet(nn.Module):
         return self.outc(x)
 
 
+class WNet(nn.Module):
+    """Two U-Nets in sequence (a "W-Net"): the second sees the image and the first one's
+    probabilities. ``stage_logits`` returns both outputs so training can put the loss on each;
+    ``forward`` returns the last one, so inference treats it like a U-Net."""
+
+    def __init__(self, in_channels=1, width=8, depth=3, stages=2):
+        super().__init__()
+        if stages != 2:
+            raise ValueError("a W-Net has 2 stages")
+        self.arch = {"in_channels": in_channels, "width": width, "depth": depth, "stages": stages}
+        self.first = UNet(in_channels, width, depth)
+        self.second = UNet(in_channels + 1, width, depth)
+
+    @property
+    def align(self):
+        return self.first.align
+
+    def stage_logits(self, x):
+        a = self.first(x)
+        return [a, self.second(torch.cat([x, torch.sigmoid(a)], dim=1))]
+
+    def forward(self, x):
+        return self.stage_logits(x)[-1]
+
+
+def build_model(arch):
+    """The network an ``arch`` dict describes (``stages`` 1: U-Net, the default; 2: W-Net)."""
+    arch = dict(arch)
+    stages = arch.pop("stages", 1)
+    return UNet(**arch) if stages == 1 else WNet(stages=stages, **arch)
+
+
 def fuse_for_inference(model):
     """Fold every BatchNorm into the convolution before it and store weights channels-last
     (same arithmetic, fewer passes over memory: ~25 % faster on a CPU). Only for inference; the
@@ -137,7 +169,7 @@ def load_model(path, hint=""):
     """Return (model ready for inference: eval mode, BatchNorm folded; checkpoint dict) from a weights file."""
     ckpt = read_checkpoint(path, hint)
     try:
-        model = UNet(**ckpt["arch"])
+        model = build_model(ckpt["arch"])
         model.load_state_dict(ckpt["state_dict"])
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -78,3 +78,16 @@ def test_segmenter_tiles_a_large_image_like_one_pass_with_the_shipped_model():
     a, b = one_pass.probability(img), tiled.probability(img)
     assert a.shape == b.shape == (620, 700) and a.max() > 0.9
     assert np.abs(a - b).max() < 1e-4
+
+
+def test_a_tiny_fov_does_not_blow_the_image_up(monkeypatch):
+    """A small bright spot taken for the FOV would ask for a 13x upscale: capped at 4x."""
+    import inference
+
+    seen = []
+    real = inference.tiled_predict
+    monkeypatch.setattr(inference, "tiled_predict", lambda net, work, *a, **k: seen.append(work.shape) or real(net, work, *a, **k))
+    img, _, _ = disc_image(300, 300, 20)
+    seg = Segmenter(_model(), {"method": "whole", "enhance": "none", "fov_diameter": 540}, 0.5)
+    assert seg.probability(img).shape == (300, 300)
+    assert seen == [(1200, 1200)]
