@@ -5,7 +5,8 @@
     python evaluate.py --dataset STARE --weights UNet_STARE.pth
     python evaluate.py --dataset DRIVE --pred other_tool/ --threshold 0.5
 
-Every test image is segmented with the weights' own method and preprocessing. Metrics are
+Under ``torchrun --nproc_per_node=N evaluate.py ...`` the test images are split across the
+processes and rank 0 gathers the maps and computes the pooled metrics. Every test image is segmented with the weights' own method and preprocessing. Metrics are
 computed inside the FOV (DATASET/test/mask) with pixels pooled over all test images: AUC-ROC,
 AUC-PR, F1 (= Dice), accuracy, sensitivity, specificity, MCC, IoU. The binarisation threshold is
 the one stored in the weights (chosen on validation images from the training set); nothing is
@@ -21,6 +22,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+import distributed
 from cli import UserError, add_dataset_args, bounded, run_main, writable_dir
 from dataset import load_sample, pair_files, split_dir
 from imio import atomic_replace, read_mask, read_probability
@@ -101,6 +103,7 @@ def main(argv=None):
     p.add_argument("--tta", action="store_true", help="test-time flip augmentation")
     p.add_argument("--limit", type=bounded(int, 0), default=0, help="only the first N images (quick checks; not a benchmark)")
     p.add_argument("--out", default=None, help="output folder (default: eval/DATASET_NAME)")
+    distributed.add_device_arg(p)
     args = p.parse_args(argv)
 
     pairs = pair_files(split_dir(args.root, args.dataset, args.split), require_mask=True)
@@ -117,10 +120,21 @@ def main(argv=None):
     else:
         from inference import Segmenter
 
-        seg = Segmenter.from_file(args.weights, flip=args.tta)
+        seg = Segmenter.from_file(args.weights, flip=args.tta, device=args.device)
         threshold = seg.threshold if args.threshold is None else args.threshold
         method = seg.pre["method"]
-        probs = [seg.probability(s.image, s.fov) for s in tqdm(samples, desc="segmenting", disable=None, file=sys.stderr)]
+        # under torchrun each process segments every WORLD_SIZE-th image; rank 0 pools them all
+        rank, size, _ = distributed.world()
+        mine = list(range(len(samples)))[rank::size]
+        part = [(i, seg.probability(samples[i].image, samples[i].fov))
+                for i in tqdm(mine, desc="segmenting", disable=None if rank == 0 else True, file=sys.stderr)]
+        distributed.init(None)
+        parts = distributed.gather(part)
+        distributed.shutdown()
+        if rank != 0:
+            return
+        by_index = dict(item for chunk in parts for item in chunk)
+        probs = [by_index[i] for i in range(len(samples))]
     seconds = time.perf_counter() - t0
     summary, rows, (y, pp) = evaluate(samples, probs, threshold)
     human = human_reference(args.root, args.dataset, samples) if args.split == "test" else None

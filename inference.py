@@ -52,7 +52,7 @@ def _starts(length, window, stride):
 
 
 def tiled_predict(net, image, window, margin=None, stride=None, window_fn=None, soft=False, batch=1, flip=False,
-                  fixed_window=False):
+                  fixed_window=False, trace=None):
     """Probability map (float32 HxW) of a uint8 gray image by sliding-window inference.
 
     net: the network call (``unet.TorchNet``/``onnx_model.OnnxNet``: float32 Nx1xHxW -> probabilities).
@@ -63,6 +63,8 @@ def tiled_predict(net, image, window, margin=None, stride=None, window_fn=None, 
     fixed_window: always use ``window`` x ``window`` tiles (the patch size the model was trained
     on), padding small images, instead of shrinking the tile to the image.
     flip: average with the horizontally flipped prediction (test-time augmentation).
+    trace: a list to which each window's (y, x, network input uint8, probability) is appended
+    (the app's step-by-step view; no effect on the result).
     """
     align = net.align
     h, w = image.shape
@@ -96,6 +98,8 @@ def tiled_predict(net, image, window, margin=None, stride=None, window_fn=None, 
         if flip:
             prob = 0.5 * (prob + net(np.ascontiguousarray(xb[..., ::-1]))[..., ::-1])
         prob = prob[:, 0]
+        if trace is not None:
+            trace.extend((y, x, t, p) for (y, x), t, p in zip(chunk, tiles, prob))
         if len(coords) == 1:  # one window: nothing to blend
             return np.ascontiguousarray(prob[0, :h, :w])
         for (y, x), p in zip(chunk, prob):
@@ -105,16 +109,21 @@ def tiled_predict(net, image, window, margin=None, stride=None, window_fn=None, 
     return (acc / norm)[:h, :w]
 
 
-def load_net(path, hint=""):
-    """(network call, metadata with preprocess, threshold, info) from a ``.onnx`` or ``.pth`` file."""
+def load_net(path, hint="", device="cpu"):
+    """(network call, metadata with preprocess, threshold, info) from a ``.onnx`` or ``.pth`` file.
+
+    ``device``: auto, cpu, cuda, cuda:N or mps (``distributed.resolve_device``); an ONNX model runs
+    on ONNX Runtime's CPU or CUDA provider.
+    """
     if Path(path).suffix.lower() == ".onnx":
         from onnx_model import load_onnx
 
-        return load_onnx(path, hint)
+        return load_onnx(path, hint, device)
+    from distributed import resolve_device
     from unet import TorchNet, load_model
 
     model, ckpt = load_model(path, hint)
-    return TorchNet(model), ckpt
+    return TorchNet(model, resolve_device(device)), ckpt
 
 
 class Segmenter:
@@ -137,14 +146,16 @@ class Segmenter:
         self.info = dict(info or {})
 
     @classmethod
-    def from_file(cls, path, hint="", **kw):
-        net, meta = load_net(path, hint)
+    def from_file(cls, path, hint="", device="cpu", **kw):
+        net, meta = load_net(path, hint, device)
         return cls(net, meta["preprocess"], meta["threshold"], info=meta.get("info"), **kw)
 
-    def probability(self, image, fov=None):
+    def probability(self, image, fov=None, trace=None):
         """Vessel probability in [0, 1], float32, same height/width as ``image``; 0 outside the FOV.
 
         ``image``: any array ``preprocess.as_image`` accepts; ``fov``: bool HxW, else estimated.
+        ``trace``: a dict that receives every intermediate stage (gray, work image, network input,
+        windows, blended map, FOV) for the step-by-step view; the result does not change.
         """
         image = as_image(image)
         if fov is None:
@@ -160,8 +171,11 @@ class Segmenter:
             work = resize(gray, (size, size))
             patch = int(self.pre["patch"])
             fn = equalize if self.pre.get("enhance") == "equalize" else None
+            windows = [] if trace is not None else None
             prob = tiled_predict(self.net, work, patch, stride=patch // 2, window_fn=fn, soft=True, batch=4,
-                                 flip=self.flip, fixed_window=True)
+                                 flip=self.flip, fixed_window=True, trace=windows)
+            if trace is not None:
+                trace.update(resized=work, windows=windows, window=patch)
         elif self.pre["method"] == "whole":
             scale = 1.0
             target = self.pre.get("fov_diameter")
@@ -171,33 +185,43 @@ class Segmenter:
                 scale = min(scale, MAX_UPSCALE, MAX_WORK_SIDE / max(h, w))
                 if abs(math.log(scale)) < math.log(1.15):
                     scale = 1.0
-            work = gray if scale == 1.0 else resize(gray, (max(1, round(w * scale)), max(1, round(h * scale))))
-            work = enhance(work, self.pre.get("enhance", "none"))
+            scaled = gray if scale == 1.0 else resize(gray, (max(1, round(w * scale)), max(1, round(h * scale))))
+            work = enhance(scaled, self.pre.get("enhance", "none"))
             margin = 16 * self.net.align
-            prob = tiled_predict(self.net, work, self.tile, margin=margin, flip=self.flip)
+            windows = [] if trace is not None else None
+            prob = tiled_predict(self.net, work, self.tile, margin=margin, flip=self.flip, trace=windows)
+            if trace is not None:
+                trace.update(scale=scale, resized=scaled, enhanced=work, windows=windows, window=self.tile)
         else:
             raise ValueError(f"unknown method {self.pre['method']!r}")
+        if trace is not None:
+            trace.update(gray=gray, blended=prob.copy(), fov=fov, method=self.pre["method"])
         if prob.shape != (h, w):
             prob = cv2.resize(prob, (w, h), interpolation=cv2.INTER_LINEAR)
         prob = np.clip(prob, 0.0, 1.0)
         prob[~fov] = 0.0
         return prob
 
-    def segment(self, image, fov=None):
-        """(probability map, boolean vessel mask) for one image."""
-        prob = self.probability(image, fov)
-        return prob, prob >= self.threshold
+    def segment(self, image, fov=None, threshold=None, trace=None):
+        """(probability map, boolean vessel mask) for one image; ``threshold`` overrides the stored one."""
+        prob = self.probability(image, fov, trace)
+        return prob, prob >= (self.threshold if threshold is None else threshold)
 
 
 def prediction_main(default_weights, doc, train_hint):
-    """Build the ``main(argv=None)`` of predict.py / predict_through_patch.py (one implementation)."""
+    """Build the ``main(argv=None)`` of predict.py / predict_through_patch.py (one implementation).
+
+    Under ``torchrun`` the images are split across the processes (every WORLD_SIZE-th from RANK:
+    each segmented exactly once), outputs go atomically into the shared --output folder and rank 0
+    prints the summary.
+    """
     import argparse
     import sys
     import time
-    from pathlib import Path
 
     from tqdm import tqdm
 
+    import distributed
     from cli import bounded, run_main, warn, writable_dir
     from imio import is_image_file, list_images, read_image, stem, write_png, write_probability
 
@@ -217,8 +241,12 @@ def prediction_main(default_weights, doc, train_hint):
         p.add_argument("--tta", action="store_true", help="average with a horizontally flipped pass (slower)")
         p.add_argument("--no-rescale", action="store_true",
                        help="do not rescale images whose field of view differs from the training scale")
+        p.add_argument("--skip-existing", action="store_true",
+                       help="skip images whose outputs already exist (continue an interrupted run)")
+        distributed.add_device_arg(p)
         args = p.parse_args(argv)
 
+        rank, size, _ = distributed.world()
         out_dir = Path(args.output)
         if args.input is None:
             jobs = [(Path("predict/img.png"), out_dir / "res.png")]
@@ -238,32 +266,52 @@ def prediction_main(default_weights, doc, train_hint):
         if not jobs[0][0].exists() and args.input is None:
             raise UserError(f"{jobs[0][0]} not found: put the image to segment there, or pass --input FILE_OR_DIR")
         writable_dir(out_dir)
-        seg = Segmenter.from_file(args.weights, hint=train_hint, rescale=not args.no_rescale, flip=args.tta)
+        seg = Segmenter.from_file(args.weights, hint=train_hint, device=args.device, rescale=not args.no_rescale,
+                                  flip=args.tta)
         if args.threshold is not None:
             seg.threshold = args.threshold
+
+        def done_before(dst):
+            return dst.is_file() and (not args.prob or dst.with_name(dst.stem + "_prob.png").is_file())
+
+        total = len(jobs)
+        skipped = [j for j in jobs if done_before(j[1])] if args.skip_existing else []
+        todo = [j for j in jobs if j not in skipped]
+        mine = distributed.shard(todo)
         failed, times = [], []
-        for src, dst in tqdm(jobs, desc="segmenting", disable=None if len(jobs) > 1 else True, file=sys.stderr):
+        single = total == 1 and size == 1
+        for src, dst in tqdm(mine, desc="segmenting", disable=None if len(mine) > 1 and rank == 0 else True,
+                             file=sys.stderr):
             try:
                 image = read_image(src)
+                t0 = time.perf_counter()
+                prob, mask = seg.segment(image)
+                times.append(time.perf_counter() - t0)
             except UserError as exc:
-                if len(jobs) == 1:
+                if single:
                     raise
                 warn(str(exc))
                 failed.append(src.name)
                 continue
-            t0 = time.perf_counter()
-            prob, mask = seg.segment(image)
-            times.append(time.perf_counter() - t0)
             try:
                 write_png(dst, mask)
                 if args.prob:
                     write_probability(dst.with_name(dst.stem + "_prob.png"), prob)
             except OSError as exc:
                 raise UserError(f"cannot write {dst}: {exc.strerror or exc}") from None
-        done = len(jobs) - len(failed)
-        where = jobs[0][1] if len(jobs) == 1 else out_dir
-        print(f"segmented {done} image(s) -> {where} ({np.median(times) if times else 0:.3f} s per image, median)")
+        distributed.init(None)
+        parts = distributed.gather((len(times), times, failed))
+        distributed.shutdown()
+        if rank != 0:
+            return
+        times = [t for _, ts, _ in parts for t in ts]
+        failed = [f for _, _, fs in parts for f in fs]
+        where = jobs[0][1] if total == 1 else out_dir
+        split = f" on {size} processes ({' + '.join(str(n) for n, _, _ in parts)})" if size > 1 else ""
+        skip = f", {len(skipped)} skipped (already done)" if skipped else ""
+        print(f"segmented {len(times)} image(s){split}{skip} -> {where} "
+              f"({np.median(times) if times else 0:.3f} s per image, median)")
         if failed:
-            raise UserError(f"{len(failed)} of {len(jobs)} images could not be read: {', '.join(failed[:5])}")
+            raise UserError(f"{len(failed)} of {total} images could not be read: {', '.join(failed[:5])}")
 
     return main

@@ -103,7 +103,22 @@ def session_options():
     return so
 
 
-def load_onnx(path, hint=""):
+def providers(device, available):
+    """ONNX Runtime execution providers for ``--device`` (auto: CUDA when this onnxruntime has it)."""
+    device = (device or "cpu").lower()
+    if device in ("cpu", "auto"):
+        return (["CUDAExecutionProvider"] if device == "auto" and "CUDAExecutionProvider" in available else []) + \
+            ["CPUExecutionProvider"]
+    if device == "cuda" or device.startswith("cuda:"):
+        if "CUDAExecutionProvider" not in available:
+            raise UserError(f"--device {device}: this onnxruntime has no CUDA provider (install onnxruntime-gpu), "
+                            "or use the .pth weights with PyTorch")
+        index = device.split(":", 1)[1] if ":" in device else "0"
+        return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
+    raise UserError(f"--device {device}: ONNX models run on cpu or cuda here; use the .pth weights for {device}")
+
+
+def load_onnx(path, hint="", device="cpu"):
     """Return (OnnxNet, metadata dict with arch, preprocess, threshold, info) from an exported model."""
     path = Path(path)
     if not path.is_file():
@@ -113,7 +128,10 @@ def load_onnx(path, hint=""):
     except ImportError:
         raise UserError(f"{path}: onnxruntime is not installed (pip install onnxruntime), or use the .pth weights") from None
     try:
-        session = ort.InferenceSession(path.read_bytes(), session_options(), providers=["CPUExecutionProvider"])
+        chosen = providers(device, ort.get_available_providers())
+        session = ort.InferenceSession(path.read_bytes(), session_options(), providers=chosen)
+    except UserError:
+        raise
     except Exception as exc:  # onnxruntime raises its own kinds for damaged or invalid files
         raise UserError(f"{path}: not a readable ONNX model ({type(exc).__name__}); re-export it with: "
                         f"python export_onnx.py") from None

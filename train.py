@@ -12,7 +12,7 @@ import numpy as np
 from cli import run_main
 from dataset import load_split
 from preprocess import ENHANCERS, enhance, fov_diameter, to_gray
-from trainer import add_training_args, fit, split_validation
+from trainer import add_training_args, fit, parse_training_args, split_validation
 
 
 def build_parser():
@@ -25,7 +25,7 @@ def build_parser():
 
 @run_main
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    args = parse_training_args(build_parser(), argv)
     samples = load_split(args.root, args.dataset, "train")
     train_names, val_names = split_validation([s.name for s in samples], args.val_count, args.seed)
     train = [s for s in samples if s.name in train_names]

@@ -13,7 +13,7 @@ from pathlib import Path
 from cli import UserError, run_main, warn
 from dataset import load_sample, pair_files, read_patch_manifest, split_dir
 from imio import png_text, read_image, read_mask, stem
-from trainer import add_training_args, fit, split_validation
+from trainer import add_training_args, fit, parse_training_args, split_validation
 
 
 def build_parser():
@@ -24,7 +24,7 @@ def build_parser():
 
 @run_main
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    args = parse_training_args(build_parser(), argv)
     folder = Path(args.root) / f"{args.dataset}_patch" / "train"
     pairs = pair_files(folder)
     manifest = read_patch_manifest(folder)

@@ -5,7 +5,19 @@ the model segments the validation images (held out from the *training* set -- th
 never looked at) through the same inference code as prediction; the checkpoint with the best
 validation F1 is kept, with the F1-optimal validation threshold stored in it.
 
-Files written next to ``--out`` (all atomically):
+Devices and processes: ``--device`` picks CPU, CUDA or MPS; on CUDA the loop uses automatic
+mixed precision (bf16 where supported, else fp16 with a gradient scaler), channels-last and
+cuDNN autotuning, and prepares batches in DataLoader workers. Under ``torchrun`` the same loop
+runs data-parallel (DistributedDataParallel): each epoch's samples are split across processes
+without overlap (DistributedSampler: reshuffled every epoch from --seed), gradients are
+averaged, and only rank 0 validates, logs, shows progress and writes files. ``--batch-size`` is
+per process: the global batch is batch size x processes (x --accumulate); the learning rate is
+not scaled automatically (scale --lr yourself if you change the global batch). BatchNorm is
+synchronised across GPUs (SyncBatchNorm); on CPUs PyTorch has no SyncBatchNorm, so each process
+normalises over its own batch -- exactly what one process computes with --accumulate = the
+number of processes.
+
+Files written next to ``--out`` (all atomically, by rank 0):
   OUT              best weights + architecture + preprocessing + threshold (what inference loads)
   OUT.resume.pth   full state after the last completed epoch (``--resume`` continues from it)
   OUT.log.csv      one row per epoch: loss, validation F1/AUC, threshold, learning rate, time
@@ -21,6 +33,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 from tqdm import tqdm
 
+import distributed
 from cli import UserError, add_dataset_args, bounded, warn, writable_dir
 from training_data import VesselDataset, augmentation, pad_collate
 from imio import atomic_replace
@@ -52,8 +65,21 @@ def add_training_args(parser, *, epochs, batch_size, lr, val_every, out):
     parser.add_argument("--seed", type=bounded(int, 0, 2**32 - 1), default=0, help="random seed: same seed, same result on CPU (default: %(default)s)")
     parser.add_argument("--threads", type=bounded(int, 0, 1024), default=0,
                         help="CPU threads for torch (default: 0 = all cores)")
+    parser.add_argument("--accumulate", type=bounded(int, 1, 1024), default=1,
+                        help="micro-batches of --batch-size per optimizer step (a larger batch in the same memory; "
+                             "default: %(default)s)")
+    parser.add_argument("--workers", type=bounded(int, -1, 64), default=-1,
+                        help="DataLoader worker processes preparing batches (default: -1 = 4 on CUDA, 0 on CPU)")
+    distributed.add_device_arg(parser)
     parser.add_argument("--out", default=out, help="weights file to write (default: %(default)s)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run from OUT.resume.pth")
+
+
+def parse_training_args(parser, argv=None):
+    """Parse, and refuse a device that is not there before any data is read."""
+    args = parser.parse_args(argv)
+    distributed.resolve_device(args.device)
+    return args
 
 
 def check_output(out, backup=True):
@@ -121,15 +147,59 @@ def _write_log(path, rows):
     atomic_replace(path, write, suffix=".csv")
 
 
+def _autocast(device):
+    """Mixed precision on CUDA (bf16 where supported, else fp16 + a gradient scaler); fp32 elsewhere."""
+    if device.type != "cuda":
+        return None, None
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return dtype, torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
+
+
+def _load_resume(resume_path, run_config):
+    """The resume state, read by rank 0 and handed to every rank (or the error every rank raises)."""
+    state, error = None, None
+    if distributed.is_main():
+        if not resume_path.is_file():
+            error = f"nothing to resume: {resume_path} not found (start without --resume)"
+        else:
+            try:
+                state = torch.load(resume_path, map_location="cpu", weights_only=False)
+            except Exception as exc:
+                error = f"{resume_path}: unreadable resume state ({type(exc).__name__}); start without --resume"
+        if state is not None and state["config"] != run_config:
+            diff = {k: (state["config"].get(k), v) for k, v in run_config.items() if state["config"].get(k) != v}
+            error = f"--resume with different settings than the interrupted run: {diff}"
+    state, error = distributed.broadcast((state, error))
+    if error:
+        raise UserError(error)
+    return state
+
+
+def _rng_state():
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+
+
+def _set_rng_state(rng):
+    torch.set_rng_state(rng["torch"])
+    np.random.set_state(rng["numpy"])
+    random.setstate(rng["python"])
+
+
 def fit(args, images, labels, val_samples, preprocess, info):
-    """Train a U-Net on uint8 gray ``images``/bool ``labels``; returns the best validation metrics."""
+    """Train a U-Net on uint8 gray ``images``/bool ``labels``; returns the best validation metrics (rank 0)."""
     if args.threads:
         torch.set_num_threads(args.threads)
     tune_malloc()
+    rank, world_size, _ = distributed.world()
+    main = rank == 0
+    device = distributed.resolve_device(getattr(args, "device", "cpu"))
     out, resume_path, log_path = _paths(args.out)
-    check_output(out, backup=not args.resume)
+    if main:
+        check_output(out, backup=not args.resume)
+    distributed.init(device)
     seed_everything(args.seed)
     stages = getattr(args, "stages", 1)
+    accumulate = getattr(args, "accumulate", 1)
     model = build_model({"in_channels": 1, "width": args.width, "depth": args.depth, "stages": stages})
     dataset = VesselDataset(images, labels, augmentation(args.augment, getattr(args, "crop", 0)))
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
@@ -137,55 +207,94 @@ def fit(args, images, labels, val_samples, preprocess, info):
     loss_fn = CEDiceLoss(dice_weight=args.dice_weight)
     run_config = {k: getattr(args, k) for k in ("dataset", "epochs", "batch_size", "lr", "width", "depth",
                                                 "val_count", "val_every", "augment", "seed")}
-    for key, default in (("dice_weight", 1.0), ("crop", 0), ("stages", 1)):  # recorded only when changed: older resume states stay valid
-        if getattr(args, key, default) != default:
+    for key, default in (("dice_weight", 1.0), ("crop", 0), ("stages", 1), ("accumulate", 1)):
+        if getattr(args, key, default) != default:  # recorded only when changed: older resume states stay valid
             run_config[key] = getattr(args, key)
+    if world_size > 1:
+        run_config["world_size"] = world_size  # the sample split depends on it
     start, best, rows = 0, None, []
-    if args.resume:
-        if not resume_path.is_file():
-            raise UserError(f"nothing to resume: {resume_path} not found (start without --resume)")
-        try:
-            state = torch.load(resume_path, map_location="cpu", weights_only=False)
-        except Exception as exc:
-            raise UserError(f"{resume_path}: unreadable resume state ({type(exc).__name__}); start without --resume") from None
-        if state["config"] != run_config:
-            diff = {k: (state["config"].get(k), v) for k, v in run_config.items() if state["config"].get(k) != v}
-            raise UserError(f"--resume with different settings than the interrupted run: {diff}")
+    state = _load_resume(resume_path, run_config) if args.resume else None
+    if state is not None:
         model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start, best, rows = state["epoch"], state["best"], state["log"]
-        torch.set_rng_state(state["rng_torch"])
-        np.random.set_state(state["rng_numpy"])
-        random.setstate(state["rng_python"])
-        print(f"resuming after epoch {start} of {args.epochs}", file=sys.stderr)
+        _set_rng_state(state["rng"][rank] if "rng" in state else
+                       {"torch": state["rng_torch"], "numpy": state["rng_numpy"], "python": state["rng_python"]})
+        if main:
+            print(f"resuming after epoch {start} of {args.epochs}", file=sys.stderr)
+    elif world_size > 1:
+        seed_everything(args.seed + rank)  # same initial weights everywhere, different augmentation draws
 
-    print(f"{type(model).__name__} width {args.width} depth {args.depth}: {count_parameters(model):,} parameters; "
-          f"{len(dataset)} training samples, {len(val_samples)} validation images", file=sys.stderr)
+    amp_dtype, scaler = _autocast(device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    model.to(device)
+    if device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    net = model
+    if world_size > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        if device.type == "cuda":
+            net = DistributedDataParallel(torch.nn.SyncBatchNorm.convert_sync_batchnorm(model), device_ids=[device])
+            model = net.module
+        else:
+            net = DistributedDataParallel(model)
+    if state is not None:  # after model.to(device): the optimizer state follows the parameters there
+        optimizer.load_state_dict(state["optimizer"])
+    workers = args.workers if getattr(args, "workers", -1) >= 0 else (4 if device.type == "cuda" else 0)
+    sampler = torch.utils.data.DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True,
+                                                  seed=args.seed)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size * accumulate, sampler=sampler,
+                                         collate_fn=pad_collate, num_workers=workers, pin_memory=device.type == "cuda",
+                                         persistent_workers=workers > 0)
+
+    if main:
+        where = f"{device}" + (f", {world_size} processes" if world_size > 1 else "")
+        print(f"{type(model).__name__} width {args.width} depth {args.depth}: {count_parameters(model):,} parameters; "
+              f"{len(dataset)} training samples, {len(val_samples)} validation images; on {where}", file=sys.stderr)
     t_start = time.time()
     saved = start
     try:
         for epoch in range(start + 1, args.epochs + 1):
             t0 = time.time()
-            model.train()
-            order = torch.randperm(len(dataset)).tolist()
-            total, n = 0.0, 0
-            bar = tqdm(range(0, len(order), args.batch_size), desc=f"epoch {epoch}/{args.epochs}", leave=False,
-                       file=sys.stderr, disable=None)
-            for i in bar:
-                xb, yb = pad_collate([dataset[j] for j in order[i:i + args.batch_size]])
-                outs = model.stage_logits(xb) if stages > 1 else [model(xb)]
-                loss = sum(loss_fn(o, yb) for o in outs)  # W-Net: the loss on both stages' outputs
+            net.train()
+            sampler.set_epoch(epoch)
+            total, n = torch.zeros(2, dtype=torch.float64), 0
+            bar = tqdm(loader, desc=f"epoch {epoch}/{args.epochs}", leave=False, file=sys.stderr,
+                       disable=None if main else True)
+            for xb, yb in bar:
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                total += loss.item() * len(xb)
-                n += len(xb)
-                bar.set_postfix(loss=f"{loss.item():.4f}")
+                for k in range(accumulate):  # micro-batch k takes every accumulate-th sample, as ranks do
+                    x = xb[k::accumulate].to(device, non_blocking=True)
+                    y = yb[k::accumulate].to(device, non_blocking=True)
+                    if not len(x):  # a short last batch
+                        continue
+                    if device.type == "cuda":
+                        x = x.contiguous(memory_format=torch.channels_last)
+                    with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                        outs = net(x, all_stages=True) if stages > 1 else [net(x)]
+                    # the loss in fp32; W-Net: on both stages' outputs
+                    loss = sum(loss_fn(o.float(), y) for o in outs) / accumulate
+                    if scaler is not None:
+                        scaler.scale(loss).backward()
+                    else:
+                        loss.backward()
+                    total += torch.tensor([loss.item() * accumulate * len(x), len(x)], dtype=torch.float64)
+                if scaler is not None:
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    optimizer.step()
+                bar.set_postfix(loss=f"{loss.item() * accumulate:.4f}")
+            if world_size > 1:
+                import torch.distributed as dist
+
+                dist.all_reduce(total)  # the epoch's loss over every process's samples
             lr = optimizer.param_groups[0]["lr"]
             scheduler.step()
-            row = {"epoch": epoch, "train_loss": round(total / max(n, 1), 5), "lr": f"{lr:.3g}"}
-            if val_samples and (epoch % args.val_every == 0 or epoch == args.epochs):
+            row = {"epoch": epoch, "train_loss": round(float(total[0] / max(total[1], 1)), 5), "lr": f"{lr:.3g}"}
+            if main and val_samples and (epoch % args.val_every == 0 or epoch == args.epochs):
                 model.eval()
                 m = validate(model, preprocess, val_samples)
                 row.update({k: round(v, 5) for k, v in m.items()})
@@ -195,28 +304,34 @@ def fit(args, images, labels, val_samples, preprocess, info):
                     save_checkpoint(out, checkpoint_dict(model, preprocess, m["val_threshold"], model_info))
             row["seconds"] = round(time.time() - t0, 2)
             rows.append(row)
-            save_checkpoint(resume_path, {
-                "config": run_config, "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "best": best, "log": rows,
-                "rng_torch": torch.get_rng_state(), "rng_numpy": np.random.get_state(), "rng_python": random.getstate(),
-            })
+            rngs = distributed.gather(_rng_state())
+            if main:
+                save_checkpoint(resume_path, {
+                    "config": run_config, "epoch": epoch,
+                    "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "best": best,
+                    "log": rows, "rng": rngs,
+                })
+                _write_log(log_path, rows)
+                msg = f"epoch {epoch}: loss {row['train_loss']:.4f}"
+                if "val_f1" in row:
+                    msg += f", val F1 {row['val_f1']:.4f} AUC {row['val_auc']:.4f} (best {best['val_f1']:.4f} @ {best['epoch']})"
+                print(msg, file=sys.stderr)
             saved = epoch
-            _write_log(log_path, rows)
-            msg = f"epoch {epoch}: loss {row['train_loss']:.4f}"
-            if "val_f1" in row:
-                msg += f", val F1 {row['val_f1']:.4f} AUC {row['val_auc']:.4f} (best {best['val_f1']:.4f} @ {best['epoch']})"
-            print(msg, file=sys.stderr)
     except KeyboardInterrupt:
-        if saved:
-            print(f"\ninterrupted; epochs 1-{saved} are saved in {resume_path}: continue with the same command "
-                  f"plus --resume", file=sys.stderr)
-        else:
-            print("\ninterrupted before the first epoch ended; nothing to resume", file=sys.stderr)
+        if main:
+            if saved:
+                print(f"\ninterrupted; epochs 1-{saved} are saved in {resume_path}: continue with the same command "
+                      f"plus --resume", file=sys.stderr)
+            else:
+                print("\ninterrupted before the first epoch ended; nothing to resume", file=sys.stderr)
         raise SystemExit(130)
-    if not val_samples:  # no validation images: keep the last model with threshold 0.5
-        save_checkpoint(out, checkpoint_dict(model, preprocess, 0.5, dict(info, **run_config, best_epoch=args.epochs)))
-        best = {"epoch": args.epochs}
-    export_onnx_beside(out)
-    print(f"done in {time.time() - t_start:.0f} s; best epoch {best.get('epoch')}: "
-          f"val F1 {best.get('val_f1', float('nan')):.4f}; weights in {out}", file=sys.stderr)
+    if main:
+        if not val_samples:  # no validation images: keep the last model with threshold 0.5
+            save_checkpoint(out, checkpoint_dict(model, preprocess, 0.5, dict(info, **run_config, best_epoch=args.epochs)))
+            best = {"epoch": args.epochs}
+        export_onnx_beside(out)
+        print(f"done in {time.time() - t_start:.0f} s; best epoch {best.get('epoch')}: "
+              f"val F1 {best.get('val_f1', float('nan')):.4f}; weights in {out}", file=sys.stderr)
+    distributed.shutdown()
     return best

@@ -101,8 +101,9 @@ class WNet(nn.Module):
         a = self.first(x)
         return [a, self.second(torch.cat([x, torch.sigmoid(a)], dim=1))]
 
-    def forward(self, x):
-        return self.stage_logits(x)[-1]
+    def forward(self, x, all_stages=False):
+        outs = self.stage_logits(x)
+        return outs if all_stages else outs[-1]
 
 
 def build_model(arch):
@@ -186,11 +187,14 @@ class TorchNet:
 
     backend = "torch"
 
-    def __init__(self, model):
-        self.model = model.eval()
+    def __init__(self, model, device=None):
+        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        self.model = model.to(self.device).eval()
         self.align = model.align
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
 
     @torch.inference_mode()
     def __call__(self, x):
-        xb = torch.from_numpy(x).contiguous(memory_format=torch.channels_last)
-        return torch.sigmoid(self.model(xb)).numpy()
+        xb = torch.from_numpy(x).to(self.device).contiguous(memory_format=torch.channels_last)
+        return torch.sigmoid(self.model(xb)).float().cpu().numpy()

@@ -1,0 +1,461 @@
+"""The system interface: a local web page to segment fundus photographs, see how the method works,
+check a result against a manual annotation and segment a batch -- no terminal needed.
+
+    python app.py                        # then open http://127.0.0.1:7860 in a browser
+    python app.py --port 8080
+    python app.py --host 0.0.0.0         # reachable from the network: anyone there can use it
+
+Everything the page does goes through the same Segmenter as predict.py (same preprocessing,
+threshold and FOV) and the same metrics as evaluate.py. The models offered are the weights files
+found beside this script (.onnx preferred: no PyTorch needed; .pth otherwise).
+"""
+import argparse
+import atexit
+import csv
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+import uuid
+import zipfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+from cli import UserError, bounded, run_main  # noqa: E402
+from imio import is_image_file, read_image, read_mask, stem, write_png, write_probability  # noqa: E402
+from inference import Segmenter, load_net  # noqa: E402
+from preprocess import estimate_fov, fov_diameter  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+SHIPPED = {  # file stem -> the name shown in the page
+    "UNet": "DRIVE, whole image",
+    "UNet_patch_equalized_patch_256_50": "DRIVE, patch method (original)",
+    "UNet_fast": "DRIVE, fast",
+    "UNet_STARE": "STARE",
+}
+SAMPLES = [str(HERE / "predict" / "img.png")]
+MAX_BATCH_FILES = 500
+MAX_ZIP_BYTES = 2 * 2**30  # uncompressed size of an uploaded zip
+KEEP_OUTPUTS_S = 15 * 60  # downloads stay available this long
+VESSEL_RGB = (255, 220, 0)  # overlay colour
+TP_RGB, FP_RGB, FN_RGB = (255, 255, 255), (230, 40, 40), (40, 120, 255)
+
+
+# --------------------------------------------------------------------------- models
+
+def find_models(folder=HERE):
+    """{shown name: weights path}: the shipped models first, each as .onnx when present, else .pth."""
+    folder = Path(folder)
+    stems = {}
+    for path in sorted(folder.glob("*.onnx")) + sorted(folder.glob("*.pth")):
+        if path.name.endswith(".resume.pth"):
+            continue
+        stems.setdefault(path.stem, path)  # .onnx came first
+    order = [s for s in SHIPPED if s in stems] + sorted(s for s in stems if s not in SHIPPED)
+    return {SHIPPED.get(s, f"{s} ({stems[s].suffix[1:]})"): stems[s] for s in order}
+
+
+class Models:
+    """Each weights file is loaded once and shared by every request (loading is locked)."""
+
+    def __init__(self, paths):
+        self.paths = dict(paths)
+        self._nets = {}
+        self._lock = threading.Lock()
+
+    def get(self, name, tta=False):
+        if name not in self.paths:
+            raise UserError(f"unknown model {name!r}; choose one of: {', '.join(self.paths)}")
+        with self._lock:
+            if name not in self._nets:
+                self._nets[name] = load_net(self.paths[name])
+        net, meta = self._nets[name]
+        # a Segmenter is a light view on the shared network: per-request settings never leak
+        return Segmenter(net, meta["preprocess"], meta["threshold"], flip=tta, info=meta.get("info"))
+
+    def threshold(self, name):
+        return self.get(name).threshold
+
+
+# --------------------------------------------------------------------------- files and pictures
+
+class Outputs:
+    """Per-request folders for downloads, removed after KEEP_OUTPUTS_S (and at exit)."""
+
+    def __init__(self):
+        self.root = Path(tempfile.mkdtemp(prefix="retina-app-"))
+        atexit.register(shutil.rmtree, self.root, True)
+
+    def new(self):
+        now = time.time()
+        for old in self.root.iterdir():
+            if now - old.stat().st_mtime > KEEP_OUTPUTS_S:
+                shutil.rmtree(old, ignore_errors=True)
+        folder = self.root / uuid.uuid4().hex
+        folder.mkdir()
+        return folder
+
+
+def as_rgb(image):
+    return np.dstack([image] * 3) if image.ndim == 2 else image
+
+
+def overlay(image, mask):
+    """The photograph with the vessels painted over it."""
+    out = as_rgb(image).astype(np.float32)
+    out[mask] = 0.35 * out[mask] + 0.65 * np.array(VESSEL_RGB, np.float32)
+    return out.astype(np.uint8)
+
+
+def to_u8(prob):
+    return np.round(np.clip(prob, 0, 1) * 255).astype(np.uint8)
+
+
+def error_map(label, mask, fov):
+    """True positives white, false positives red, false negatives blue, inside the FOV."""
+    out = np.zeros(label.shape + (3,), np.uint8)
+    out[fov] = (24, 24, 24)
+    out[mask & label & fov] = TP_RGB
+    out[mask & ~label & fov] = FP_RGB
+    out[~mask & label & fov] = FN_RGB
+    return out
+
+
+def mosaic(tiles, gap=6):
+    """Square tiles side by side in a near-square grid (for the patch views)."""
+    n = len(tiles)
+    cols = int(np.ceil(np.sqrt(n)))
+    rows = int(np.ceil(n / cols))
+    th, tw = tiles[0].shape[:2]
+    out = np.full((rows * th + (rows - 1) * gap, cols * tw + (cols - 1) * gap), 255, np.uint8)
+    for i, t in enumerate(tiles):
+        r, c = divmod(i, cols)
+        out[r * (th + gap):r * (th + gap) + th, c * (tw + gap):c * (tw + gap) + tw] = t
+    return out
+
+
+def draw_windows(gray, windows, size):
+    out = as_rgb(gray).copy()
+    colours = [(255, 80, 80), (80, 200, 80), (80, 140, 255), (255, 200, 0)]
+    for i, (y, x, _, _) in enumerate(windows):
+        cv2.rectangle(out, (x + 1, y + 1), (x + size - 2, y + size - 2), colours[i % len(colours)], 2)
+    return out
+
+
+def read_upload(path, what="photograph", reader=read_image):
+    """Read an uploaded file; errors name the file as the user knows it, not the server's temporary path."""
+    if not path:
+        raise UserError(f"no {what}: upload one first (or pick the sample)")
+    try:
+        return reader(Path(path))
+    except UserError as exc:
+        raise UserError(str(exc).replace(str(path), Path(path).name)) from None
+
+
+def figures(image, fov, mask, seconds):
+    h, w = image.shape[:2]
+    return {"image size": f"{w} x {h} px", "FOV diameter": f"{fov_diameter(fov):.0f} px",
+            "vessel area inside the FOV": f"{100 * mask[fov].mean():.2f} %" if fov.any() else "-",
+            "seconds": f"{seconds:.3f}"}
+
+
+def as_markdown(rows):
+    return "| | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows.items())
+
+
+# --------------------------------------------------------------------------- what each tab does
+
+class App:
+    """The page's actions as plain functions (tested without a server)."""
+
+    def __init__(self, models, outputs=None):
+        self.models = models
+        self.outputs = outputs or Outputs()
+
+    def segment(self, path, model, threshold=None, tta=False):
+        """-> overlay, mask, probability (uint8 for display), figures, mask file, probability file."""
+        image = read_upload(path)
+        seg = self.models.get(model, tta)
+        trace = {}
+        t0 = time.perf_counter()
+        prob, mask = seg.segment(image, threshold=threshold, trace=trace)
+        seconds = time.perf_counter() - t0
+        folder = self.outputs.new()
+        name = stem(path)
+        mask_file, prob_file = folder / f"{name}.png", folder / f"{name}_prob.png"
+        write_png(mask_file, mask)
+        write_probability(prob_file, prob)  # 16-bit, as predict.py --prob
+        info = figures(image, trace["fov"], mask, seconds)
+        info["threshold"] = f"{seg.threshold if threshold is None else threshold:.3f}"
+        return overlay(image, mask), mask.astype(np.uint8) * 255, to_u8(prob), info, str(mask_file), str(prob_file)
+
+    def explain(self, path, patch_model, whole_model):
+        """-> (patch method stages, whole-image method stages): lists of (image, caption)."""
+        image = read_upload(path)
+        stages = []
+        seg = self.models.get(patch_model)
+        t = {}
+        prob, mask = seg.segment(image, trace=t)
+        if t["method"] != "patch":
+            raise UserError(f"{patch_model} is not a patch-method model")
+        size, win = t["resized"].shape[0], t["window"]
+        stages += [
+            (as_rgb(image), "1. the colour photograph"),
+            (t["gray"], "2. gray (ITU-R 601 luma)"),
+            (t["resized"], f"3. resized to {size}x{size}"),
+            (draw_windows(t["resized"], t["windows"], win),
+             f"4. {len(t['windows'])} overlapping {win}x{win} windows, stride {win // 2}"),
+            (mosaic([w[2] for w in t["windows"]]), "5. each window histogram-equalized (the local enhancement)"),
+            (mosaic([to_u8(w[3]) for w in t["windows"]]), "6. each window segmented by the U-Net (probability)"),
+            (to_u8(t["blended"]), "7. windows blended with smooth weights (no seams)"),
+            (t["fov"].astype(np.uint8) * 255, "8. field of view found in the photograph"),
+            (mask.astype(np.uint8) * 255, f"9. resized back, threshold {seg.threshold:.3f}, cleared outside the FOV"),
+        ]
+        seg = self.models.get(whole_model)
+        t = {}
+        prob, mask = seg.segment(image, trace=t)
+        if t["method"] != "whole":
+            raise UserError(f"{whole_model} is not a whole-image model")
+        back = cv2.resize(t["blended"], mask.shape[::-1]) if t["blended"].shape != mask.shape else t["blended"]
+        whole = [
+            (t["gray"], "1. gray"),
+            (t["enhanced"], "2. CLAHE on the whole image" + (f" (rescaled x{t['scale']:.2f} by the FOV)"
+                                                             if t["scale"] != 1 else "")),
+            (to_u8(t["blended"]), "3. U-Net probability, whole image in one pass (tiles if large)"),
+            ((back >= seg.threshold).astype(np.uint8) * 255, f"4. threshold {seg.threshold:.3f}"),
+            (mask.astype(np.uint8) * 255, "5. cleared outside the field of view: the result"),
+        ]
+        return stages, whole
+
+    def check(self, path, label_path, fov_path, model, threshold=None):
+        """-> metrics (dict), error map: the same code as evaluate.py, on one photograph."""
+        from dataset import Sample
+        from evaluate import ORDER, evaluate
+
+        image = read_upload(path)
+        label = read_upload(label_path, "manual annotation (the vessel mask drawn for this photograph)", read_mask)
+        if label.shape != image.shape[:2]:
+            raise UserError(f"the annotation is {label.shape[1]}x{label.shape[0]} but the photograph is "
+                            f"{image.shape[1]}x{image.shape[0]}: they must have the same size")
+        seg = self.models.get(model)
+        if fov_path:
+            fov = read_upload(fov_path, "FOV mask", read_mask)
+            if fov.shape != label.shape:
+                raise UserError(f"the FOV mask is {fov.shape[1]}x{fov.shape[0]} but the photograph is "
+                                f"{image.shape[1]}x{image.shape[0]}")
+        else:
+            fov = estimate_fov(image)  # as the Segmenter does
+        thr = seg.threshold if threshold is None else threshold
+        prob = seg.probability(image, fov)
+        metrics, _, _ = evaluate([Sample(stem(path), image, label, fov)], [prob], thr)
+        rows = {k: f"{metrics[k]:.4f}" for k in ORDER}
+        rows["threshold"] = f"{thr:.3f}"
+        rows["FOV"] = "uploaded" if fov_path else "estimated from the photograph"
+        return rows, error_map(label, prob >= thr, fov)
+
+    def batch(self, paths, model, threshold=None, tta=False, progress=None):
+        """-> zip of masks + 16-bit probability maps + results.csv, the CSV path, the table rows."""
+        folder = self.outputs.new()
+        files = self._expand(paths or [], folder / "in")
+        if not files:
+            raise UserError("no photographs: upload image files or a zip of them")
+        seg = self.models.get(model, tta)
+        out = folder / "masks"
+        out.mkdir()
+        rows = []
+        for i, (name, path) in enumerate(files):
+            if progress is not None:
+                progress((i, len(files)), desc=f"segmenting {name}")
+            row = {"image": name, "width": "", "height": "", "fov_diameter_px": "", "vessel_fraction_in_fov": "",
+                   "seconds": "", "error": ""}
+            try:
+                image = read_image(path)
+                t = {}
+                t0 = time.perf_counter()
+                prob, mask = seg.segment(image, threshold=threshold, trace=t)
+                row["seconds"] = f"{time.perf_counter() - t0:.3f}"
+            except UserError as exc:
+                row["error"] = str(exc).replace(str(path), name)
+                rows.append(row)
+                continue
+            write_png(out / f"{stem(name)}.png", mask)
+            write_probability(out / f"{stem(name)}_prob.png", prob)
+            row.update(width=image.shape[1], height=image.shape[0], fov_diameter_px=f"{fov_diameter(t['fov']):.0f}",
+                       vessel_fraction_in_fov=f"{mask[t['fov']].mean():.4f}" if t["fov"].any() else "")
+            rows.append(row)
+        csv_path = out / "results.csv"
+        with open(csv_path, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+        zip_path = folder / "vessel_masks.zip"
+        with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED) as z:
+            for p in sorted(out.iterdir()):
+                z.write(p, p.name)
+        return str(zip_path), str(csv_path), rows
+
+    @staticmethod
+    def _expand(paths, into):
+        """(name, path) of every photograph uploaded, zips opened (size- and count-limited)."""
+        files = []
+        for p in map(Path, paths):
+            if zipfile.is_zipfile(p):
+                with zipfile.ZipFile(p) as z:
+                    members = [m for m in z.infolist() if not m.is_dir() and is_image_file(m.filename)]
+                    if sum(m.file_size for m in members) > MAX_ZIP_BYTES:
+                        raise UserError(f"{p.name}: more than {MAX_ZIP_BYTES // 2**30} GB uncompressed")
+                    for k, m in enumerate(members):
+                        dst = into / f"{k:05d}" / Path(m.filename).name
+                        dst.parent.mkdir(parents=True)
+                        with z.open(m) as src, open(dst, "wb") as f:
+                            shutil.copyfileobj(src, f)
+                        files.append((Path(m.filename).name, dst))
+            else:
+                files.append((p.name, p))
+            if len(files) > MAX_BATCH_FILES:
+                raise UserError(f"more than {MAX_BATCH_FILES} photographs in one batch: split it")
+        return files
+
+
+# --------------------------------------------------------------------------- the page
+
+def page_errors(fn):
+    """A user's mistake becomes a message in the page; the server keeps serving."""
+    import functools
+
+    import gradio as gr
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except UserError as exc:
+            raise gr.Error(str(exc), print_exception=False) from None
+        except MemoryError:
+            raise gr.Error("not enough memory for this photograph: try a smaller one", print_exception=False) from None
+
+    return wrapper
+
+
+def build(app):
+    import gradio as gr
+
+    names = list(app.models.paths)
+    if not names:
+        raise UserError(f"no weights files (.onnx or .pth) in {HERE}: export or train a model first")
+    default = names[0]
+    patch_names = [n for n in names if "patch" in n.lower()] or names
+    whole_names = [n for n in names if "patch" not in n.lower()] or names
+
+    with gr.Blocks(title="Retinal vessel segmentation", delete_cache=(600, KEEP_OUTPUTS_S)) as demo:
+        gr.Markdown("# Retinal vessel segmentation\nUpload a colour fundus photograph (PNG, JPEG, TIFF, GIF, PPM, "
+                    "also .gz), choose a model and press **Segment**. Everything runs on this computer.")
+        with gr.Tab("Segment"):
+            with gr.Row():
+                with gr.Column(scale=1):
+                    photo = gr.File(label="Photograph", file_types=None, type="filepath", elem_id="photo")
+                    gr.Examples(SAMPLES, inputs=photo, label="Sample (DRIVE test image 01)")
+                    model = gr.Dropdown(names, value=default, label="Model", elem_id="model")
+                    threshold = gr.Slider(0.01, 0.99, value=app.models.threshold(default), step=0.001,
+                                          label="Threshold (default: the one stored in the model)", elem_id="threshold")
+                    tta = gr.Checkbox(False, label="Test-time augmentation (flip; slower)")
+                    run = gr.Button("Segment", variant="primary", elem_id="segment")
+                with gr.Column(scale=3):
+                    with gr.Row():
+                        over = gr.Image(label="Vessels over the photograph", format="png", interactive=False)
+                        mask = gr.Image(label="Vessel mask", format="png", interactive=False, elem_id="mask")
+                        prob = gr.Image(label="Probability", format="png", interactive=False)
+                    info = gr.JSON(label="Figures", elem_id="figures")
+                    with gr.Row():
+                        mask_file = gr.File(label="Mask (PNG, lossless)", elem_id="mask_file")
+                        prob_file = gr.File(label="Probability map (16-bit PNG)", elem_id="prob_file")
+            model.change(page_errors(app.models.threshold), model, threshold, api_name=False)
+            run.click(page_errors(lambda p, m, t, a: app.segment(p, m, t, a)), [photo, model, threshold, tta],
+                      [over, mask, prob, info, mask_file, prob_file], api_name="segment")
+        with gr.Tab("How it works"):
+            gr.Markdown("Every stage of the two methods on your photograph (the one uploaded in *Segment*, or "
+                        "the sample), computed by the same code as the segmentation itself.")
+            with gr.Row():
+                patch_model = gr.Dropdown(patch_names, value=patch_names[0], label="Patch-method model")
+                whole_model = gr.Dropdown(whole_names, value=whole_names[0], label="Whole-image model")
+                show = gr.Button("Show the stages", variant="primary", elem_id="explain")
+            gr.Markdown("### The patch method (local enhancement, the original)")
+            patch_gallery = gr.Gallery(columns=3, height=1150, format="png", elem_id="patch_stages")
+            gr.Markdown("### The whole-image method (the default)")
+            whole_gallery = gr.Gallery(columns=5, height="auto", format="png", elem_id="whole_stages")
+            show.click(page_errors(lambda p, a, b: app.explain(p or SAMPLES[0], a, b)), [photo, patch_model, whole_model],
+                       [patch_gallery, whole_gallery], api_name="explain")
+        with gr.Tab("Check against an annotation"):
+            gr.Markdown("A photograph, its manual vessel mask and optionally its field-of-view mask: the "
+                        "benchmark metrics (inside the FOV, as `evaluate.py`) and where the model disagrees.")
+            with gr.Row():
+                c_photo = gr.File(label="Photograph", type="filepath")
+                c_label = gr.File(label="Manual vessel annotation", type="filepath")
+                c_fov = gr.File(label="FOV mask (optional)", type="filepath")
+            with gr.Row():
+                c_model = gr.Dropdown(names, value=default, label="Model")
+                c_go = gr.Button("Compare", variant="primary")
+            with gr.Row():
+                c_metrics = gr.JSON(label="Metrics")
+                c_map = gr.Image(label="white: found, red: false vessel, blue: missed", format="png")
+            c_go.click(page_errors(lambda p, l, f, m: app.check(p, l, f, m)), [c_photo, c_label, c_fov, c_model],
+                       [c_metrics, c_map], api_name="check")
+        with gr.Tab("Batch"):
+            gr.Markdown("Several photographs, or a zip of them: a zip of masks and 16-bit probability maps with "
+                        "`results.csv` (size, FOV diameter, vessel fraction, seconds; one row per photograph).")
+            b_files = gr.File(label="Photographs or a zip", file_count="multiple", type="filepath")
+            with gr.Row():
+                b_model = gr.Dropdown(names, value=default, label="Model")
+                b_tta = gr.Checkbox(False, label="Test-time augmentation")
+                b_go = gr.Button("Segment all", variant="primary")
+            with gr.Row():
+                b_zip = gr.File(label="Masks (zip)")
+                b_csv = gr.File(label="results.csv")
+            b_table = gr.Dataframe(label="Results", interactive=False)
+
+            def run_batch(files, m, a, progress=gr.Progress()):
+                z, c, rows = app.batch(files, m, None, a, progress)
+                return z, c, [list(r.values()) for r in rows]
+
+            b_go.click(page_errors(run_batch), [b_files, b_model, b_tta], [b_zip, b_csv, b_table], api_name="batch")
+    demo.queue(max_size=64)
+    return demo
+
+
+@run_main
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--port", type=bounded(int, 1, 65535), default=7860, help="port (default: %(default)s)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default: %(default)s, this computer only; 0.0.0.0: the network)")
+    p.add_argument("--models", default=str(HERE), help="folder with the weights files (default: beside app.py)")
+    p.add_argument("--max-upload-mb", type=bounded(int, 1, 4096), default=200,
+                   help="largest file a user may upload, in MB (default: %(default)s)")
+    args = p.parse_args(argv)
+    if not Path(args.models).is_dir():
+        raise UserError(f"--models {args.models}: folder not found")
+    demo = build(App(Models(find_models(args.models))))
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: listening on {args.host}: anyone who can reach this computer on port {args.port} can use "
+              f"the app and upload files to it", file=sys.stderr)
+    try:
+        demo.launch(server_name=args.host, server_port=args.port, share=False, quiet=True, prevent_thread_lock=True,
+                    max_file_size=f"{args.max_upload_mb}mb", footer_links=[])
+    except OSError as exc:
+        raise UserError(f"cannot listen on {args.host}:{args.port} ({exc}); choose another --port") from None
+    host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+    print(f"retina vessel app: open http://{host}:{args.port} (Ctrl-C to stop)", flush=True)
+    try:
+        demo.block_thread()
+    except KeyboardInterrupt:
+        demo.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,280 @@
+"""The web app: its functions without a server, its API with a server, and the page in a real browser."""
+import csv
+import os
+import socket
+import subprocess
+import sys
+import time
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cli import UserError
+from conftest import REPO
+from imio import read_image, read_mask, read_probability, write_png
+from inference import Segmenter
+from preprocess import resize
+
+SAMPLE = REPO / "predict" / "img.png"
+CHROMIUM = "/usr/lib/chromium/chromium"
+
+
+@pytest.fixture(scope="module")
+def app():
+    from app import App, Models, find_models
+
+    return App(Models(find_models(REPO)))
+
+
+@pytest.fixture(scope="module")
+def reference():
+    """What predict.py writes for the sample image (result/res.png), computed by the same command."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        r = subprocess.run([sys.executable, REPO / "predict.py", "--input", SAMPLE, "--output", tmp, "--prob"],
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        return read_image(Path(tmp) / "img.png"), read_probability(Path(tmp) / "img_prob.png")
+
+
+def test_models_have_readable_names_and_prefer_onnx():
+    from app import find_models
+
+    models = find_models(REPO)
+    assert list(models)[:4] == ["DRIVE, whole image", "DRIVE, patch method (original)", "DRIVE, fast", "STARE"]
+    assert models["DRIVE, whole image"].name == "UNet.onnx"
+
+
+def test_segment_gives_predict_py_mask_and_lossless_downloads(app, reference):
+    over, mask, prob, info, mask_file, prob_file = app.segment(str(SAMPLE), "DRIVE, whole image")
+    ref_mask, ref_prob = reference
+    assert np.array_equal(mask, ref_mask) and np.array_equal(read_image(mask_file), ref_mask)
+    assert Path(mask_file).suffix == ".png" and np.array_equal(read_probability(prob_file), ref_prob)
+    assert over.shape == (584, 565, 3) and prob.shape == (584, 565)
+    assert info["image size"] == "565 x 584 px" and info["FOV diameter"].endswith(" px")
+    fraction = float(info["vessel area inside the FOV"].rstrip(" %"))
+    assert 8 < fraction < 20
+    # the threshold slider changes the mask; the model's own threshold is the default
+    stored = app.models.threshold("DRIVE, whole image")
+    low = app.segment(str(SAMPLE), "DRIVE, whole image", threshold=stored / 2)[1]
+    assert (low > 0).sum() > (mask > 0).sum()
+    assert info["threshold"] == f"{stored:.3f}"
+
+
+def test_how_it_works_shows_every_stage_of_both_methods(app):
+    patch, whole = app.explain(str(SAMPLE), "DRIVE, patch method (original)", "DRIVE, whole image")
+    captions = [c for _, c in patch]
+    assert len(patch) == 9 and captions[0].startswith("1. the colour") and "equalized" in captions[4]
+    assert "9 overlapping 256x256 windows" in captions[3]
+    assert patch[2][0].shape == (512, 512) and patch[-1][0].shape == (584, 565)
+    assert [c.split(".")[0] for _, c in whole] == ["1", "2", "3", "4", "5"] and "CLAHE" in whole[1][1]
+    # the last stage is the method's real result
+    seg = Segmenter.from_file(REPO / "UNet_patch_equalized_patch_256_50.onnx")
+    assert np.array_equal(patch[-1][0] > 0, seg.segment(read_image(SAMPLE))[1])
+
+
+def test_check_uses_evaluate_metrics(app, drive_src):
+    from dataset import Sample
+    from evaluate import evaluate
+
+    photo = drive_src / "test" / "images" / "01_test.tif"
+    label = drive_src / "test" / "1st_manual" / "01_manual1.gif"
+    fov = drive_src / "test" / "mask" / "01_test_mask.gif"
+    rows, emap = app.check(str(photo), str(label), str(fov), "DRIVE, whole image")
+    seg = Segmenter.from_file(REPO / "UNet.onnx")
+    img, lab, f = read_image(photo), read_mask(label), read_mask(fov)
+    expect, _, _ = evaluate([Sample("01", img, lab, f)], [seg.probability(img, f)], seg.threshold)
+    assert rows["f1"] == f"{expect['f1']:.4f}" and rows["auc_roc"] == f"{expect['auc_roc']:.4f}"
+    assert float(rows["f1"]) > 0.75
+    assert emap.shape == (584, 565, 3)
+    assert (emap[~f] == 0).all()  # nothing outside the FOV
+    assert {(255, 255, 255), (230, 40, 40), (40, 120, 255)} <= {tuple(c) for c in emap[f][::50]}
+    rows2, _ = app.check(str(photo), str(label), None, "DRIVE, whole image")
+    assert rows2["FOV"].startswith("estimated") and abs(float(rows2["f1"]) - float(rows["f1"])) < 0.01
+
+
+def test_batch_writes_a_zip_and_csv_and_reports_bad_files(app, tmp_path):
+    small = resize(read_image(SAMPLE), (300, 310))
+    write_png(tmp_path / "a.png", small)
+    (tmp_path / "junk.png").write_bytes(b"not an image")
+    with zipfile.ZipFile(tmp_path / "more.zip", "w") as z:
+        z.write(tmp_path / "a.png", "inner/b.png")
+        z.writestr("readme.txt", "skipped")
+    zip_path, csv_path, rows = app.batch([str(tmp_path / "a.png"), str(tmp_path / "junk.png"),
+                                          str(tmp_path / "more.zip")], "DRIVE, fast")
+    assert [r["image"] for r in rows] == ["a.png", "junk.png", "b.png"]
+    assert rows[1]["error"].startswith("junk.png: not a readable image") and not rows[0]["error"]
+    with open(csv_path) as f:
+        table = list(csv.DictReader(f))
+    assert table[0]["width"] == "300" and float(table[0]["vessel_fraction_in_fov"]) > 0.05
+    with zipfile.ZipFile(zip_path) as z:
+        assert sorted(z.namelist()) == ["a.png", "a_prob.png", "b.png", "b_prob.png", "results.csv"]
+
+
+@pytest.mark.parametrize("content,message", [
+    (b"%PDF-1.4 not an image", "not a readable image"),
+    ("truncated", "not a readable image"),
+    ("1x1", "too small to segment"),
+])
+def test_bad_uploads_are_one_line_messages(app, tmp_path, content, message):
+    path = tmp_path / "upload.png"
+    if content == "truncated":
+        data = SAMPLE.read_bytes()
+        path.write_bytes(data[: len(data) // 3])
+    elif content == "1x1":
+        write_png(path, np.zeros((1, 1), np.uint8))
+    else:
+        path.write_bytes(content)
+    with pytest.raises(UserError, match=message) as exc:
+        app.segment(str(path), "DRIVE, whole image")
+    assert "\n" not in str(exc.value) and str(tmp_path) not in str(exc.value)  # the name the user knows
+
+
+def test_annotation_of_another_size_and_no_fov(app, tmp_path):
+    write_png(tmp_path / "label.png", np.zeros((100, 100), bool))
+    with pytest.raises(UserError, match="must have the same size"):
+        app.check(str(SAMPLE), str(tmp_path / "label.png"), None, "DRIVE, whole image")
+    write_png(tmp_path / "flat.png", np.full((200, 240), 90, np.uint8))  # no visible field of view
+    over, mask, *_ = app.segment(str(tmp_path / "flat.png"), "DRIVE, whole image")
+    assert mask.shape == (200, 240)
+
+
+# --------------------------------------------------------------------------- with a server
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server():
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, REPO / "app.py", "--port", str(port), "--max-upload-mb", "5"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}/"
+    t0 = time.time()
+    while True:
+        line = proc.stdout.readline()
+        if f"open {url[:-1]}" in line:
+            break
+        if proc.poll() is not None or time.time() - t0 > 120:
+            proc.kill()
+            raise AssertionError(f"server did not start: {proc.stderr.read()}")
+    yield url, proc
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def test_api_four_users_at_once_each_get_their_own_result(server, tmp_path):
+    from gradio_client import Client, handle_file
+
+    url, proc = server
+    images = []
+    for i, (w, h) in enumerate([(565, 584), (400, 420), (300, 320), (500, 470)]):
+        img = resize(read_image(SAMPLE), (w, h))
+        write_png(tmp_path / f"u{i}.png", img)
+        images.append(img)
+    seg = Segmenter.from_file(REPO / "UNet.onnx")
+
+    def user(i):
+        client = Client(url, verbose=False)
+        out = client.predict(handle_file(str(tmp_path / f"u{i}.png")), "DRIVE, whole image", seg.threshold, False,
+                             api_name="/segment")
+        return read_image(out[4])
+
+    with ThreadPoolExecutor(4) as pool:
+        masks = list(pool.map(user, range(4)))
+    for img, mask in zip(images, masks):
+        assert np.array_equal(mask > 0, seg.segment(img)[1])
+    # a bad file is a message, and the server goes on serving
+    client = Client(url, verbose=False)
+    (tmp_path / "bad.png").write_bytes(b"nope")
+    with pytest.raises(Exception, match="bad.png: not a readable image"):
+        client.predict(handle_file(str(tmp_path / "bad.png")), "DRIVE, whole image", 0.5, False, api_name="/segment")
+    out = client.predict(handle_file(str(tmp_path / "u2.png")), "DRIVE, whole image", seg.threshold, False,
+                         api_name="/segment")
+    assert np.array_equal(read_image(out[4]) > 0, masks[2] > 0) and proc.poll() is None
+
+
+def test_upload_size_is_limited(server, tmp_path):
+    from gradio_client import Client, handle_file
+
+    url, _ = server
+    big = tmp_path / "big.png"
+    big.write_bytes(os.urandom(6 * 2**20))  # the test server allows 5 MB
+    with pytest.raises(Exception, match="(?i)file.*(large|size|exceed)"):
+        Client(url, verbose=False).predict(handle_file(str(big)), "DRIVE, whole image", 0.5, False, api_name="/segment")
+
+
+def test_other_host_prints_a_warning():
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, REPO / "app.py", "--port", str(port), "--host", "0.0.0.0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        err = proc.stderr.readline()
+        assert "warning: listening on 0.0.0.0" in err and "anyone" in err
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+# --------------------------------------------------------------------------- in a real browser
+
+def chromium():
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{CHROMIUM} missing (apt-get install -y chromium): the browser test must run in CI")
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install -y chromium)")
+    pytest.importorskip("playwright")
+    return CHROMIUM
+
+
+def test_in_a_browser_segment_download_and_how_it_works(server, reference, tmp_path):
+    """Upload the sample, press Segment, download the mask: predict.py's result, pixel for pixel."""
+    from playwright.sync_api import sync_playwright
+
+    url, _ = server
+    shots = os.environ.get("APP_SCREENSHOTS")  # a folder: save a screenshot of each tab there
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium(), args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+            page.goto(url)
+            page.locator("#photo input[type=file]").set_input_files(str(SAMPLE))
+            page.locator("#photo").get_by_text("img.png").first.wait_for()
+            t0 = time.perf_counter()
+            page.locator("#segment").click()
+            link = page.locator("#mask_file a").first
+            link.wait_for(timeout=60000)
+            seconds = time.perf_counter() - t0
+            print(f"Segment -> result in the browser: {seconds:.2f} s")
+            with page.expect_download() as dl:
+                link.click()
+            dl.value.save_as(tmp_path / "mask.png")
+            assert np.array_equal(read_image(tmp_path / "mask.png"), reference[0])
+            if shots:
+                page.screenshot(path=f"{shots}/app_segment.png", full_page=True)
+            page.get_by_role("tab", name="How it works").click()
+            page.locator("#explain").click()
+            page.get_by_text("each window histogram-equalized").first.wait_for(timeout=60000)
+            for caption in ("3. resized to 512x512", "6. each window segmented", "8. field of view",
+                            "2. CLAHE on the whole image", "5. cleared outside the field of view"):
+                assert page.get_by_text(caption).count() >= 1, caption
+            if shots:
+                page.screenshot(path=f"{shots}/app_how_it_works.png", full_page=True)
+                page.get_by_role("tab", name="Check against an annotation").click()
+                page.screenshot(path=f"{shots}/app_check.png", full_page=True)
+                page.get_by_role("tab", name="Batch").click()
+                page.screenshot(path=f"{shots}/app_batch.png", full_page=True)
+        finally:
+            browser.close()
