@@ -1,6 +1,6 @@
 """Inference benchmark: image size -> median latency and peak memory, default model vs the original.
 
-    python bench_inference.py                       # UNet.pth vs a random-weight width-64 depth-5 U-Net
+    python bench_inference.py                       # UNet.onnx and UNet.pth vs a random-weight width-64 depth-5 U-Net
     python bench_inference.py --sizes 565x584 3504x2336 --repeats 5
 
 Each configuration runs in a fresh process (so peak RSS is its own); the image is synthetic
@@ -13,17 +13,20 @@ import subprocess
 import sys
 from pathlib import Path
 
+from cli import bounded
+
 CHILD = r"""
 import json, resource, statistics, sys, time
-import numpy as np, torch
+import numpy as np
 sys.path.insert(0, {repo!r})
 import allocator
 allocator._MALLOC_TUNED = {untuned!r}  # True: pretend it is done already, so glibc keeps its defaults
 from inference import Segmenter
 from preprocess import resize
-from unet import UNet
 w, h, weights, repeats, image, rescale = {w}, {h}, {weights!r}, {repeats}, {image!r}, {rescale!r}
 if weights == "original":
+    import torch
+    from unet import UNet
     torch.manual_seed(0)
     seg = Segmenter(UNet(1, 64, 5).eval(), {{"method": "whole", "enhance": "clahe", "fov_diameter": 540}}, 0.5)
 else:
@@ -38,7 +41,8 @@ seg.segment(img)
 times = []
 for _ in range(repeats):
     t = time.perf_counter(); seg.segment(img); times.append(time.perf_counter() - t)
-print(json.dumps({{"median_s": statistics.median(times), "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+print(json.dumps({{"median_s": statistics.median(times), "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "torch_loaded": "torch" in sys.modules}}))
 """
 
 
@@ -53,9 +57,10 @@ def measure(repo, w, h, weights, repeats, image, rescale=True, untuned=False):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--weights", default="UNet.pth", help="default model to benchmark (default: %(default)s)")
+    p.add_argument("--weights", nargs="+", default=["UNet.onnx", "UNet.pth"],
+                   help="models to benchmark: .onnx runs through ONNX Runtime, .pth through PyTorch (default: %(default)s)")
     p.add_argument("--sizes", nargs="+", default=["565x584", "1130x1168", "3504x2336"], help="WxH image sizes")
-    p.add_argument("--repeats", type=int, default=7, help="timed runs per size (default: %(default)s)")
+    p.add_argument("--repeats", type=bounded(int, 1), default=7, help="timed runs per size (default: %(default)s)")
     p.add_argument("--image", default="predict/img.png", help="image resized to each size (default: %(default)s)")
     p.add_argument("--no-original", action="store_true", help="skip the original 31 M-parameter U-Net")
     p.add_argument("--no-rescale", action="store_true",
@@ -64,15 +69,16 @@ def main(argv=None):
                    help="keep glibc's default allocator settings (shows what unet.tune_malloc saves)")
     args = p.parse_args(argv)
     repo = Path(__file__).resolve().parent
-    if not Path(args.weights).is_file():
-        raise SystemExit(f"error: weights file {args.weights} not found")
+    for weights in args.weights:
+        if not Path(weights).is_file():
+            raise SystemExit(f"error: weights file {weights} not found")
     image = str(Path(args.image).resolve()) if Path(args.image).is_file() else ""
     print("| image (WxH) | model | median latency (s) | peak RSS (MB) |")
     print("|---|---|---|---|")
     for size in args.sizes:
         w, h = (int(v) for v in size.lower().split("x"))
         flags = (" --no-rescale" if args.no_rescale else "") + (" --untuned-malloc" if args.untuned_malloc else "")
-        rows = [(Path(args.weights).name + flags, args.weights)]
+        rows = [(Path(w).name + flags, w) for w in args.weights]
         if not args.no_original:
             rows.append(("original U-Net 64/5 (random weights)", "original"))
         for label, weights in rows:

@@ -70,3 +70,30 @@ def test_best_threshold_is_the_f1_optimum():
     brute = max((binary_metrics(y, p >= c)["f1"], c) for c in np.unique(p))
     assert f1 == pytest.approx(brute[0]) and t == pytest.approx(brute[1])
     assert t == pytest.approx(0.3)
+
+
+def test_degenerate_and_one_pixel_cases():
+    """Empty classes and single pixels: no division by zero, no 2x2 matrix assumed, exact values."""
+    none = np.zeros(5, bool)
+    m = binary_metrics(none, none)  # no vessel anywhere, none predicted
+    assert m == {"f1": 0.0, "accuracy": 1.0, "sensitivity": 0.0, "specificity": 1.0, "mcc": 0.0, "iou": 0.0}
+    one = np.array([True])
+    m = binary_metrics(one, one)  # one vessel pixel, found
+    assert m["accuracy"] == 1.0 and m["sensitivity"] == 1.0 and m["iou"] == 1.0 and m["f1"] == 1.0
+    assert binary_metrics(~one, ~one)["specificity"] == 1.0
+    m = binary_metrics(np.array([True, False]), np.array([True, False]))  # denominator of MCC exactly 1
+    assert m["mcc"] == 1.0
+
+
+def test_a_probability_equal_to_the_threshold_is_a_vessel():
+    """The same rule as the Segmenter's mask (prob >= threshold), so evaluate.py scores what predict.py writes."""
+    y = np.array([True, False, True])
+    p = np.array([0.5, 0.2, 0.9])
+    assert all_metrics(y, p, 0.5)["sensitivity"] == 1.0
+
+
+def test_best_threshold_can_be_the_highest_score():
+    y = np.array([True, False, False])
+    p = np.array([0.9, 0.2, 0.1])
+    t, f1 = best_threshold(y, p)
+    assert t == pytest.approx(0.9) and f1 == pytest.approx(1.0)

@@ -88,3 +88,20 @@ def test_tune_malloc_stops_page_faults_on_reused_buffers():
         assert r.returncode == 0, r.stderr
         faults[tuned] = int(r.stdout.split()[-1])
     assert faults[False] > 500 and faults[True] < faults[False] / 10, faults
+
+
+def test_loss_values_are_exact():
+    """CE + Dice with weights 1 and 1 and Dice smoothing 1, on a tensor whose value is known."""
+    import torch.nn.functional as F
+
+    logits = torch.tensor([[[[2.0, -1.0], [0.5, -3.0]]], [[[0.0, 1.0], [-2.0, 4.0]]]])
+    target = torch.tensor([[[[1, 0], [1, 0]]], [[[0, 1], [0, 0]]]], dtype=torch.bool)
+    prob = torch.sigmoid(logits).flatten(1)
+    t = target.flatten(1).float()
+    dice = (2 * (prob * t).sum(1) + 1) / (prob.sum(1) + t.sum(1) + 1)
+    expect_dice = 1 - dice.mean()
+    assert soft_dice_loss(logits, target.float()).item() == pytest.approx(expect_dice.item(), abs=1e-6)
+    bce = F.binary_cross_entropy_with_logits(logits, target.float())
+    # a bool target works (labels arrive as masks) and the default weights are 1 and 1
+    assert CEDiceLoss()(logits, target).item() == pytest.approx((bce + expect_dice).item(), abs=1e-6)
+    assert CEDiceLoss(0.5, 2.0)(logits, target).item() == pytest.approx((0.5 * bce + 2 * expect_dice).item(), abs=1e-6)

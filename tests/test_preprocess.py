@@ -51,3 +51,53 @@ def test_fov_matches_official_drive_masks(drive_src):
         for im in (img, to_gray(img)):
             est = estimate_fov(im)
             assert (est & mask).sum() / (est | mask).sum() > 0.98
+
+
+def test_fov_diameter_is_the_width_of_the_disc():
+    from preprocess import fov_diameter
+
+    fov = np.zeros((50, 80), bool)
+    fov[10:40, 21:62] = True  # 41 columns wide, 30 rows tall
+    assert fov_diameter(fov) == 41.0
+    assert fov_diameter(np.zeros((50, 80), bool)) == 80.0  # nothing found: the image width
+
+
+def test_enhance_dispatches_to_the_named_method():
+    import pytest
+
+    from preprocess import clahe, enhance, equalize
+
+    g = np.clip(np.random.default_rng(0).normal(100, 6, (128, 128)), 0, 255).astype(np.uint8)  # a narrow histogram
+    g[40:80, 30:90] += 40
+    assert enhance(g, "none") is g
+    assert np.array_equal(enhance(g, "equalize"), equalize(g))
+    assert np.array_equal(enhance(g, "clahe"), clahe(g, clip=2.0, tile=8))
+    assert not np.array_equal(clahe(g), clahe(g, clip=3.0)) and not np.array_equal(clahe(g), clahe(g, tile=9))
+    with pytest.raises(ValueError, match="unknown enhancement 'sharpen'"):
+        enhance(g, "sharpen")
+
+
+def test_as_image_normalises_every_kind_of_array():
+    import pytest
+
+    from cli import UserError
+    from preprocess import as_image
+
+    g8 = np.full((10, 12), 128, np.uint8)
+    assert as_image(g8) is g8
+    assert as_image(np.full((10, 12), 65535, np.uint16)).max() == 255
+    assert as_image(np.full((10, 12), 1000, np.uint16)).max() == 4  # 16-bit scale: 1000/65535*255
+    assert as_image(np.full((10, 12), 200, np.int32)).max() == 200  # already 8-bit values
+    assert as_image(np.full((10, 12), 0.5, np.float32)).max() == 128  # 0-1 floats
+    assert as_image(np.full((10, 12), 200.0)).max() == 200  # 0-255 floats
+    assert as_image(np.ones((10, 12), bool)).max() == 255
+    rgba = np.zeros((10, 12, 4), np.uint8)
+    rgba[..., 0], rgba[..., 3] = 50, 255
+    assert as_image(rgba).shape == (10, 12, 3) and as_image(rgba)[0, 0, 0] == 50
+    assert as_image(np.full((10, 12, 2), 70, np.uint8)).shape == (10, 12)  # gray + alpha
+    assert as_image(np.full((10, 12, 1), 70, np.uint8)).shape == (10, 12)
+    for bad, msg in ((np.zeros((7, 20), np.uint8), "too small"), (np.full((9, 9), np.nan), "NaN"),
+                     (np.zeros((9, 9, 5), np.uint8), "not an image"), (np.zeros(20, np.uint8), "not an image")):
+        with pytest.raises(UserError, match=msg):
+            as_image(bad)
+    assert as_image(np.zeros((8, 8), np.uint8)).shape == (8, 8)  # the smallest allowed

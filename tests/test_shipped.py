@@ -81,6 +81,32 @@ def test_bench_inference_prints_one_row_per_size_and_model(tmp_path):
                             "--sizes", "120x100", "90x96", *flags], cwd=REPO, capture_output=True, text=True)
         assert r.returncode == 0, r.stderr
         rows = [line.strip("|").split("|") for line in r.stdout.splitlines()[2:]]
-        assert [c[0].strip() for c in rows] == ["120x100", "90x96"]
-        assert all(c[1].strip() == "UNet.pth" + "".join(" " + f for f in flags) for c in rows)
-        assert all(0 < float(c[2]) < 10 and 100 < float(c[3]) < 4000 for c in rows)
+        assert [c[0].strip() for c in rows] == ["120x100", "120x100", "90x96", "90x96"]
+        tail = "".join(" " + f for f in flags)
+        assert [c[1].strip() for c in rows] == ["UNet.onnx" + tail, "UNet.pth" + tail] * 2
+        assert all(0 < float(c[2]) < 10 and 30 < float(c[3]) < 4000 for c in rows)
+        assert all(float(o[3]) < float(t[3]) for o, t in zip(rows[::2], rows[1::2]))  # ONNX: no torch in memory
+
+
+def test_scores_from_saved_probability_maps_equal_the_in_process_scores(drive_src, tmp_path):
+    """predict.py --prob writes 16-bit maps: AUCs from the files equal those in memory (8 bits tie them)."""
+    from imio import read_probability, write_png, write_probability
+    from inference import Segmenter
+    from metrics import all_metrics, pooled
+
+    seg = Segmenter.from_file(REPO / "UNet.onnx")
+    pairs, saved, eight = [], [], []
+    for n in ("01", "02", "03"):
+        img = read_image(drive_src / "test" / "images" / f"{n}_test.tif")
+        label = read_mask(drive_src / "test" / "1st_manual" / f"{n}_manual1.gif")
+        fov = read_mask(drive_src / "test" / "mask" / f"{n}_test_mask.gif")
+        prob = seg.probability(img, fov)
+        write_probability(tmp_path / f"{n}_prob.png", prob)
+        write_png(tmp_path / f"{n}_8bit.png", np.round(prob * 255).astype(np.uint8))
+        pairs.append((label, prob, fov))
+        saved.append((label, read_probability(tmp_path / f"{n}_prob.png"), fov))
+        eight.append((label, read_probability(tmp_path / f"{n}_8bit.png"), fov))
+    live, disk, low = (all_metrics(*pooled(x), seg.threshold) for x in (pairs, saved, eight))
+    for key in ("auc_roc", "auc_pr", "f1"):  # equal to 4 decimals (within half a unit of the 4th)
+        assert abs(live[key] - disk[key]) < 5e-5, (key, live[key], disk[key])
+    assert abs(low["auc_roc"] - live["auc_roc"]) > 1e-4  # what 8 bits lost (the test can tell)
