@@ -2,6 +2,7 @@
 
     python predict.py                    # predict/img.png -> result/res.png
     python predict.py --input photos/ --output masks/ --prob
+    torchrun --standalone --nproc_per_node=4 predict.py --input archive/ --output masks/ --skip-existing
 
 RGB or gray, any size: the output mask (0/255) has the input's size; pixels outside the field
 of view are 0. Images from other cameras are rescaled by their field of view to the training

@@ -2,6 +2,7 @@
 
     python train.py                      # DRIVE, writes UNet.pth
     python train.py --dataset STARE --out UNet_STARE.pth
+    torchrun --standalone --nproc_per_node=2 train.py      # data-parallel (GPUs or CPU processes)
 
 A validation subset of the training images (--val-count) selects the checkpoint and threshold.
 """
