@@ -77,7 +77,7 @@ class Models:
                 self._nets[name] = load_net(self.paths[name])
         net, meta = self._nets[name]
         # a Segmenter is a light view on the shared network: per-request settings never leak
-        return Segmenter(net, meta["preprocess"], meta["threshold"], flip=tta, info=meta.get("info"))
+        return Segmenter(net, meta["preprocess"], meta["threshold"], flip=tta)
 
     def threshold(self, name):
         return self.get(name).threshold

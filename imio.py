@@ -53,11 +53,10 @@ def _to_uint8(im):
     return arr
 
 
-def read_image(path):
-    """Read an image as uint8: HxW for gray content, HxWx3 RGB otherwise.
+def _read(path, convert):
+    """Open an image file (also gzip-compressed), load it and return ``convert(PIL image)``.
 
-    Handles PNG/JPEG/TIFF/GIF/PPM (also gzip-compressed), RGBA, palette and 16-bit images.
-    Raises UserError with the file name for a missing, unreadable or truncated file.
+    Raises UserError with the file name for a missing, unreadable, truncated or oversized file.
     """
     path = Path(path)
     if not path.is_file():
@@ -68,12 +67,21 @@ def read_image(path):
             data = gzip.decompress(data)
         with Image.open(io.BytesIO(data)) as im:
             im.load()
-            return _to_uint8(im)
+            return convert(im)
     except Image.DecompressionBombError:
         raise UserError(f"{path}: larger than {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels; "
                         "downscale it before segmenting") from None
     except (UnidentifiedImageError, OSError, EOFError, SyntaxError, ValueError, zlib.error) as exc:
         raise UserError(f"{path}: not a readable image ({exc}); replace or remove the file") from None
+
+
+def read_image(path):
+    """Read an image as uint8: HxW for gray content, HxWx3 RGB otherwise.
+
+    Handles PNG/JPEG/TIFF/GIF/PPM (also gzip-compressed), RGBA, palette and 16-bit images.
+    Raises UserError with the file name for a missing, unreadable or truncated file.
+    """
+    return _read(path, _to_uint8)
 
 
 def read_mask(path):
@@ -130,27 +138,23 @@ def write_probability(path, prob):
     write_png(path, np.round(np.clip(prob, 0, 1) * PROB_SCALE).astype(np.uint16))
 
 
+def _probability(im):
+    if im.mode.startswith("I;16"):
+        return np.asarray(im).astype(np.float32) / np.float32(PROB_SCALE)
+    if im.mode == "F":
+        return np.clip(np.asarray(im, dtype=np.float32), 0, 1)
+    arr = _to_uint8(im)
+    if arr.ndim == 3:
+        arr = arr[..., 0]
+    return arr.astype(np.float32) / np.float32(255.0)
+
+
 def read_probability(path):
     """A probability map as float32 in [0, 1] from an 8-bit (0-255) or 16-bit (0-65535) image.
 
     A colour image is read from its first channel. Raises UserError like ``read_image``.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: no such file")
-    try:
-        with Image.open(path) as im:
-            im.load()
-            if im.mode.startswith("I;16"):
-                return np.asarray(im).astype(np.float32) / np.float32(PROB_SCALE)
-            if im.mode == "F":
-                return np.clip(np.asarray(im, dtype=np.float32), 0, 1)
-    except (UnidentifiedImageError, OSError, EOFError, SyntaxError, ValueError) as exc:
-        raise UserError(f"{path}: not a readable image ({exc}); replace or remove the file") from None
-    arr = read_image(path)
-    if arr.ndim == 3:
-        arr = arr[..., 0]
-    return arr.astype(np.float32) / np.float32(255.0)
+    return _read(path, _probability)
 
 
 def png_text(path):

@@ -133,7 +133,7 @@ class Segmenter:
     is wrapped (training validates through here with the model being trained).
     """
 
-    def __init__(self, net, preprocess, threshold=0.5, tile=1024, rescale=True, flip=False, info=None):
+    def __init__(self, net, preprocess, threshold=0.5, tile=1024, rescale=True, flip=False):
         tune_malloc()
         if not hasattr(net, "backend"):
             from unet import TorchNet
@@ -143,12 +143,11 @@ class Segmenter:
         self.pre = dict(preprocess)
         self.threshold = float(threshold)
         self.tile, self.rescale, self.flip = tile, rescale, flip
-        self.info = dict(info or {})
 
     @classmethod
     def from_file(cls, path, hint="", device="cpu", **kw):
         net, meta = load_net(path, hint, device)
-        return cls(net, meta["preprocess"], meta["threshold"], info=meta.get("info"), **kw)
+        return cls(net, meta["preprocess"], meta["threshold"], **kw)
 
     def probability(self, image, fov=None, trace=None):
         """Vessel probability in [0, 1], float32, same height/width as ``image``; 0 outside the FOV.

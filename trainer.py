@@ -192,23 +192,23 @@ def fit(args, images, labels, val_samples, preprocess, info):
     tune_malloc()
     rank, world_size, _ = distributed.world()
     main = rank == 0
-    device = distributed.resolve_device(getattr(args, "device", "cpu"))
+    device = distributed.resolve_device(args.device)
     out, resume_path, log_path = _paths(args.out)
     if main:
         check_output(out, backup=not args.resume)
     distributed.init(device)
     seed_everything(args.seed)
-    stages = getattr(args, "stages", 1)
-    accumulate = getattr(args, "accumulate", 1)
+    stages = args.stages
+    accumulate = args.accumulate
     model = build_model({"in_channels": 1, "width": args.width, "depth": args.depth, "stages": stages})
-    dataset = VesselDataset(images, labels, augmentation(args.augment, getattr(args, "crop", 0)))
+    dataset = VesselDataset(images, labels, augmentation(args.augment, args.crop))
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(args.epochs, 1), eta_min=args.lr * 0.01)
     loss_fn = CEDiceLoss(dice_weight=args.dice_weight)
     run_config = {k: getattr(args, k) for k in ("dataset", "epochs", "batch_size", "lr", "width", "depth",
                                                 "val_count", "val_every", "augment", "seed")}
     for key, default in (("dice_weight", 1.0), ("crop", 0), ("stages", 1), ("accumulate", 1)):
-        if getattr(args, key, default) != default:  # recorded only when changed: older resume states stay valid
+        if getattr(args, key) != default:  # recorded only when changed: older resume states stay valid
             run_config[key] = getattr(args, key)
     if world_size > 1:
         run_config["world_size"] = world_size  # the sample split depends on it
@@ -242,7 +242,7 @@ def fit(args, images, labels, val_samples, preprocess, info):
             net = DistributedDataParallel(model)
     if state is not None:  # after model.to(device): the optimizer state follows the parameters there
         optimizer.load_state_dict(state["optimizer"])
-    workers = args.workers if getattr(args, "workers", -1) >= 0 else (4 if device.type == "cuda" else 0)
+    workers = args.workers if args.workers >= 0 else (4 if device.type == "cuda" else 0)
     sampler = torch.utils.data.DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True,
                                                   seed=args.seed)
     loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size * accumulate, sampler=sampler,
