@@ -101,6 +101,9 @@ def main(argv=None):
     p.add_argument("--threshold", type=bounded(float, 0, 1, lo_open=True, hi_open=True), default=None,
                    help="threshold, 0 < T < 1 (default: the one stored in the weights; 0.5 with --pred)")
     p.add_argument("--tta", action="store_true", help="test-time flip augmentation")
+    p.add_argument("--detail", type=bounded(float, 1, 4), default=None,
+                   help="working scale for photographs larger than the training scale (see predict.py --help; "
+                        "default: the model's own)")
     p.add_argument("--limit", type=bounded(int, 0), default=0, help="only the first N images (quick checks; not a benchmark)")
     p.add_argument("--out", default=None, help="output folder (default: eval/DATASET_NAME)")
     distributed.add_device_arg(p)
@@ -116,13 +119,13 @@ def main(argv=None):
     if args.pred:
         probs = [read_prob_map(args.pred, s.name, s.label.shape) for s in samples]
         threshold = 0.5 if args.threshold is None else args.threshold
-        method = "external"
+        method, detail = "external", None
     else:
         from inference import Segmenter
 
-        seg = Segmenter.from_file(args.weights, flip=args.tta, device=args.device)
+        seg = Segmenter.from_file(args.weights, flip=args.tta, device=args.device, detail=args.detail)
         threshold = seg.threshold if args.threshold is None else args.threshold
-        method = seg.pre["method"]
+        method, detail = seg.pre["method"], seg.detail
         # under torchrun each process segments every WORLD_SIZE-th image; rank 0 pools them all
         rank, size, _ = distributed.world()
         mine = list(range(len(samples)))[rank::size]
@@ -148,7 +151,7 @@ def main(argv=None):
 
     atomic_replace(out / "per_image.csv", write_csv, suffix=".csv")
     report = {"dataset": args.dataset, "split": args.split, "images": len(samples), "source": source,
-              "method": method, "threshold": threshold, "tta": args.tta, "seconds": round(seconds, 2),
+              "method": method, "threshold": threshold, "tta": args.tta, "detail": detail, "seconds": round(seconds, 2),
               "metrics": {k: round(summary[k], 4) for k in ORDER},
               "second_observer": {k: round(v, 4) for k, v in human.items()} if human else None}
     atomic_replace(out / "summary.json", lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2)), suffix=".json")

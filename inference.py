@@ -3,7 +3,8 @@
 ``Segmenter`` turns any fundus photograph (RGB or gray, any size) into a vessel probability map of
 the same size, following the preprocessing recorded in the checkpoint:
 
-* ``method: whole``  -- gray, rescale so the FOV diameter matches the training scale, CLAHE,
+* ``method: whole``  -- gray, rescale so the FOV diameter matches the training scale (a larger
+  photograph: up to ``detail`` times it, when the model was trained for that), CLAHE,
   tiled sliding-window inference (tiles overlap by a margin wider than the network's receptive
   field and only each tile's centre is kept: identical to untiled inference, bounded memory).
 * ``method: patch``  -- the original local-enhancement method: gray, resize to ``size`` x ``size``,
@@ -133,7 +134,7 @@ class Segmenter:
     is wrapped (training validates through here with the model being trained).
     """
 
-    def __init__(self, net, preprocess, threshold=0.5, tile=1024, rescale=True, flip=False):
+    def __init__(self, net, preprocess, threshold=0.5, tile=1024, rescale=True, flip=False, detail=None):
         tune_malloc()
         if not hasattr(net, "backend"):
             from unet import TorchNet
@@ -143,6 +144,9 @@ class Segmenter:
         self.pre = dict(preprocess)
         self.threshold = float(threshold)
         self.tile, self.rescale, self.flip = tile, rescale, flip
+        # a photograph whose FOV is larger than the training scale is segmented at up to `detail`
+        # times that scale (more of its thin vessels kept); 1: always at the training scale
+        self.detail = float(self.pre.get("detail", 1.0) if detail is None else detail)
 
     @classmethod
     def from_file(cls, path, hint="", device="cpu", **kw):
@@ -179,7 +183,8 @@ class Segmenter:
             scale = 1.0
             target = self.pre.get("fov_diameter")
             if self.rescale and target:
-                scale = float(target) / fov_diameter(fov)
+                ratio = fov_diameter(fov) / float(target)
+                scale = min(max(ratio, 1.0), self.detail) / ratio
                 # a tiny or mis-detected FOV must not blow the image up: at most 4x, 4096 px a side
                 scale = min(scale, MAX_UPSCALE, MAX_WORK_SIDE / max(h, w))
                 if abs(math.log(scale)) < math.log(1.15):
@@ -240,6 +245,9 @@ def prediction_main(default_weights, doc, train_hint):
         p.add_argument("--tta", action="store_true", help="average with a horizontally flipped pass (slower)")
         p.add_argument("--no-rescale", action="store_true",
                        help="do not rescale images whose field of view differs from the training scale")
+        p.add_argument("--detail", type=bounded(float, 1, MAX_UPSCALE), default=None,
+                       help="segment a photograph larger than the training scale at up to DETAIL times that "
+                            "scale, 1..4 (default: the value stored in the model; 1 for models trained without it)")
         p.add_argument("--skip-existing", action="store_true",
                        help="skip images whose outputs already exist (continue an interrupted run)")
         distributed.add_device_arg(p)
@@ -266,7 +274,7 @@ def prediction_main(default_weights, doc, train_hint):
             raise UserError(f"{jobs[0][0]} not found: put the image to segment there, or pass --input FILE_OR_DIR")
         writable_dir(out_dir)
         seg = Segmenter.from_file(args.weights, hint=train_hint, device=args.device, rescale=not args.no_rescale,
-                                  flip=args.tta)
+                                  flip=args.tta, detail=args.detail)
         if args.threshold is not None:
             seg.threshold = args.threshold
 

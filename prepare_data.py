@@ -1,7 +1,8 @@
-"""Convert an official DRIVE or STARE release into this toolkit's folder layout.
+"""Convert an official DRIVE or STARE release (or FIVES photographs) into this toolkit's folder layout.
 
     python prepare_data.py --dataset DRIVE --source ../shared/data/DRIVE
     python prepare_data.py --dataset STARE --source ../shared/data/STARE
+    python prepare_data.py --dataset FIVES --source ../shared/data/FIVES-mini
 
 writes DATASET/{train,test}/{image,label,mask}/NN_training.png | NN_testing.png (colour images,
 binary 0/255 labels and FOV masks) and, for the test split, label2/ with the second observer.
@@ -10,6 +11,9 @@ STARE: the 20 labelled images in name order; the first 10 (im0001 im0002 im0003 
 im0044 im0077 im0081 im0082 im0139) train, the last 10 (im0162 im0163 im0235 im0236 im0239
 im0240 im0255 im0291 im0319 im0324) test; labels-ah is the label, labels-vk the second
 observer; STARE has no FOV masks, so they are estimated from the images.
+FIVES (2048x2048 photographs, for measuring high-resolution behaviour): a folder of image/ and
+label/ with the same file names, or the official train/ and test/ with Original/ and
+"Ground truth/"; everything under image/ goes to the test split; FOVs are estimated.
 DATASET/sources.csv maps every written name back to its original file.
 """
 import argparse
@@ -22,7 +26,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from cli import UserError, run_main, writable_dir
-from imio import read_image, read_mask, replace_dir, write_png
+from imio import is_image_file, read_image, read_mask, replace_dir, write_png
 from preprocess import estimate_fov
 
 
@@ -58,17 +62,38 @@ def stare_items(src):
     return items
 
 
+def fives_items(src):
+    """FIVES: image/ + label/ (all test), or the official {train,test}/{Original,Ground truth}/."""
+    layouts = [("test", src / "image", src / "label")] if (src / "image").is_dir() else [
+        (split, src / sub / "Original", src / sub / "Ground truth") for split, sub in (("train", "train"), ("test", "test"))]
+    items = []
+    for split, image_dir, label_dir in layouts:
+        images = sorted(p for p in image_dir.glob("*") if is_image_file(p))
+        if not images:
+            raise UserError(f"no images in {image_dir}: --source must hold image/ and label/ "
+                            f"(or the official train/ and test/ folders)")
+        for img in images:
+            label = label_dir / img.name
+            if not label.is_file():
+                raise UserError(f"{img} has no label: expected {label}")
+            items.append((split, img.stem, img, label, None, None))
+    return items
+
+
+READERS = {"DRIVE": drive_items, "STARE": stare_items, "FIVES": fives_items}
+
+
 @run_main
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", choices=["DRIVE", "STARE"], default="DRIVE", help="which release (default: %(default)s)")
+    p.add_argument("--dataset", choices=sorted(READERS), default="DRIVE", help="which release (default: %(default)s)")
     p.add_argument("--source", default=None, help="the official release folder (default: ../shared/data/DATASET)")
     p.add_argument("--root", default=".", help="where DATASET/ is written (default: current folder)")
     args = p.parse_args(argv)
     src = Path(args.source or Path("../shared/data") / args.dataset)
     if not src.is_dir():
         raise UserError(f"source folder {src} not found: download the official {args.dataset} release and pass --source")
-    items = drive_items(src) if args.dataset == "DRIVE" else stare_items(src)
+    items = READERS[args.dataset](src)
     root = writable_dir(args.root, "--root folder")
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{args.dataset}.new-"))
     try:

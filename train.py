@@ -10,7 +10,7 @@ import argparse
 
 import numpy as np
 
-from cli import run_main
+from cli import bounded, run_main
 from dataset import load_split
 from preprocess import ENHANCERS, enhance, fov_diameter, to_gray
 from trainer import add_training_args, fit, parse_training_args, split_validation
@@ -21,6 +21,9 @@ def build_parser():
     add_training_args(p, epochs=400, batch_size=2, lr=5e-3, val_every=5, out="UNet.pth")
     p.add_argument("--enhance", choices=ENHANCERS, default="clahe",
                    help="contrast enhancement of each whole image (default: %(default)s)")
+    p.add_argument("--detail", type=bounded(float, 1, 4), default=1.0,
+                   help="stored in the weights: inference segments a photograph larger than the training scale at "
+                        "up to DETAIL times it (for a model trained with a wide --scale; default: %(default)s)")
     return p
 
 
@@ -36,6 +39,8 @@ def main(argv=None):
         "enhance": args.enhance,
         "fov_diameter": round(float(np.median([fov_diameter(s.fov) for s in samples])), 1),
     }
+    if args.detail != 1.0:
+        preprocess["detail"] = args.detail
     images = [enhance(to_gray(s.image), args.enhance) for s in train]
     info = {"trained_on": args.dataset, "train_images": train_names, "val_images": val_names}
     fit(args, images, [s.label for s in train], val, preprocess, info)

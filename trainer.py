@@ -24,7 +24,9 @@ Files written next to ``--out`` (all atomically, by rank 0):
 """
 import csv
 import random
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -62,6 +64,9 @@ def add_training_args(parser, *, epochs, batch_size, lr, val_every, out):
     parser.add_argument("--crop", type=bounded(int, 0, 4096), default=0,
                         help="train on random CROP x CROP windows instead of whole samples (0: whole; default: %(default)s)")
     parser.add_argument("--augment", choices=["default", "none"], default="default", help="data augmentation (default: %(default)s)")
+    parser.add_argument("--scale", type=bounded(float, 0.25, 4), nargs=2, default=[0.9, 1.1], metavar=("LO", "HI"),
+                        help="random rescaling range of the augmentation, 0.25..4 (default: %(default)s); a wider "
+                             "range teaches the network vessels at more widths (for larger photographs)")
     parser.add_argument("--seed", type=bounded(int, 0, 2**32 - 1), default=0, help="random seed: same seed, same result on CPU (default: %(default)s)")
     parser.add_argument("--threads", type=bounded(int, 0, 1024), default=0,
                         help="CPU threads for torch (default: 0 = all cores)")
@@ -78,6 +83,8 @@ def add_training_args(parser, *, epochs, batch_size, lr, val_every, out):
 def parse_training_args(parser, argv=None):
     """Parse, and refuse a device that is not there before any data is read."""
     args = parser.parse_args(argv)
+    if args.scale[0] > args.scale[1]:
+        parser.error(f"argument --scale: LO {args.scale[0]} is larger than HI {args.scale[1]}")
     distributed.resolve_device(args.device)
     return args
 
@@ -185,6 +192,34 @@ def _set_rng_state(rng):
     random.setstate(rng["python"])
 
 
+class StopAfterStep:
+    """Ctrl-C during training: the first press lets the current step finish, then ``check()``
+    raises KeyboardInterrupt from the training loop itself, so the interruption cannot be lost
+    inside a library's clean-up code (Python ignores exceptions raised in finalizers); a second
+    press stops at once."""
+
+    def __enter__(self):
+        self.pressed, self.previous = False, None
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def _handler(self, signum, frame):
+        if self.pressed:
+            raise KeyboardInterrupt
+        self.pressed = True
+        print("\nCtrl-C: stopping after this step (press again to stop at once)", file=sys.stderr)
+
+    def check(self):
+        if self.pressed:
+            raise KeyboardInterrupt
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+        return False
+
+
 def fit(args, images, labels, val_samples, preprocess, info):
     """Train a U-Net on uint8 gray ``images``/bool ``labels``; returns the best validation metrics (rank 0)."""
     if args.threads:
@@ -201,13 +236,13 @@ def fit(args, images, labels, val_samples, preprocess, info):
     stages = args.stages
     accumulate = args.accumulate
     model = build_model({"in_channels": 1, "width": args.width, "depth": args.depth, "stages": stages})
-    dataset = VesselDataset(images, labels, augmentation(args.augment, args.crop))
+    dataset = VesselDataset(images, labels, augmentation(args.augment, args.crop, tuple(args.scale)))
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(args.epochs, 1), eta_min=args.lr * 0.01)
     loss_fn = CEDiceLoss(dice_weight=args.dice_weight)
     run_config = {k: getattr(args, k) for k in ("dataset", "epochs", "batch_size", "lr", "width", "depth",
                                                 "val_count", "val_every", "augment", "seed")}
-    for key, default in (("dice_weight", 1.0), ("crop", 0), ("stages", 1), ("accumulate", 1)):
+    for key, default in (("dice_weight", 1.0), ("crop", 0), ("stages", 1), ("accumulate", 1), ("scale", [0.9, 1.1])):
         if getattr(args, key) != default:  # recorded only when changed: older resume states stay valid
             run_config[key] = getattr(args, key)
     if world_size > 1:
@@ -256,68 +291,71 @@ def fit(args, images, labels, val_samples, preprocess, info):
     t_start = time.time()
     saved = start
     try:
-        for epoch in range(start + 1, args.epochs + 1):
-            t0 = time.time()
-            net.train()
-            sampler.set_epoch(epoch)
-            total, n = torch.zeros(2, dtype=torch.float64), 0
-            bar = tqdm(loader, desc=f"epoch {epoch}/{args.epochs}", leave=False, file=sys.stderr,
-                       disable=None if main else True)
-            for xb, yb in bar:
-                optimizer.zero_grad(set_to_none=True)
-                for k in range(accumulate):  # micro-batch k takes every accumulate-th sample, as ranks do
-                    x = xb[k::accumulate].to(device, non_blocking=True)
-                    y = yb[k::accumulate].to(device, non_blocking=True)
-                    if not len(x):  # a short last batch
-                        continue
-                    if device.type == "cuda":
-                        x = x.contiguous(memory_format=torch.channels_last)
-                    with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                        outs = net(x, all_stages=True) if stages > 1 else [net(x)]
-                    # the loss in fp32; W-Net: on both stages' outputs
-                    loss = sum(loss_fn(o.float(), y) for o in outs) / accumulate
+        with StopAfterStep() as ctrl_c:
+            for epoch in range(start + 1, args.epochs + 1):
+                t0 = time.time()
+                net.train()
+                sampler.set_epoch(epoch)
+                total, n = torch.zeros(2, dtype=torch.float64), 0
+                bar = tqdm(loader, desc=f"epoch {epoch}/{args.epochs}", leave=False, file=sys.stderr,
+                           disable=None if main else True)
+                for xb, yb in bar:
+                    optimizer.zero_grad(set_to_none=True)
+                    for k in range(accumulate):  # micro-batch k takes every accumulate-th sample, as ranks do
+                        x = xb[k::accumulate].to(device, non_blocking=True)
+                        y = yb[k::accumulate].to(device, non_blocking=True)
+                        if not len(x):  # a short last batch
+                            continue
+                        if device.type == "cuda":
+                            x = x.contiguous(memory_format=torch.channels_last)
+                        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                            outs = net(x, all_stages=True) if stages > 1 else [net(x)]
+                        # the loss in fp32; W-Net: on both stages' outputs
+                        loss = sum(loss_fn(o.float(), y) for o in outs) / accumulate
+                        if scaler is not None:
+                            scaler.scale(loss).backward()
+                        else:
+                            loss.backward()
+                        total += torch.tensor([loss.item() * accumulate * len(x), len(x)], dtype=torch.float64)
                     if scaler is not None:
-                        scaler.scale(loss).backward()
+                        scaler.step(optimizer)
+                        scaler.update()
                     else:
-                        loss.backward()
-                    total += torch.tensor([loss.item() * accumulate * len(x), len(x)], dtype=torch.float64)
-                if scaler is not None:
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    optimizer.step()
-                bar.set_postfix(loss=f"{loss.item() * accumulate:.4f}")
-            if world_size > 1:
-                import torch.distributed as dist
+                        optimizer.step()
+                    bar.set_postfix(loss=f"{loss.item() * accumulate:.4f}")
+                    ctrl_c.check()
+                if world_size > 1:
+                    import torch.distributed as dist
 
-                dist.all_reduce(total)  # the epoch's loss over every process's samples
-            lr = optimizer.param_groups[0]["lr"]
-            scheduler.step()
-            row = {"epoch": epoch, "train_loss": round(float(total[0] / max(total[1], 1)), 5), "lr": f"{lr:.3g}"}
-            if main and val_samples and (epoch % args.val_every == 0 or epoch == args.epochs):
-                model.eval()
-                m = validate(model, preprocess, val_samples)
-                row.update({k: round(v, 5) for k, v in m.items()})
-                if best is None or m["val_f1"] > best["val_f1"]:
-                    best = dict(m, epoch=epoch)
-                    model_info = dict(info, **run_config, best_epoch=epoch, val_f1=m["val_f1"], val_auc=m["val_auc"])
-                    save_checkpoint(out, checkpoint_dict(model, preprocess, m["val_threshold"], model_info))
-            row["seconds"] = round(time.time() - t0, 2)
-            rows.append(row)
-            rngs = distributed.gather(_rng_state())
-            if main:
-                save_checkpoint(resume_path, {
-                    "config": run_config, "epoch": epoch,
-                    "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "best": best,
-                    "log": rows, "rng": rngs,
-                })
-                _write_log(log_path, rows)
-                msg = f"epoch {epoch}: loss {row['train_loss']:.4f}"
-                if "val_f1" in row:
-                    msg += f", val F1 {row['val_f1']:.4f} AUC {row['val_auc']:.4f} (best {best['val_f1']:.4f} @ {best['epoch']})"
-                print(msg, file=sys.stderr)
-            saved = epoch
+                    dist.all_reduce(total)  # the epoch's loss over every process's samples
+                lr = optimizer.param_groups[0]["lr"]
+                scheduler.step()
+                row = {"epoch": epoch, "train_loss": round(float(total[0] / max(total[1], 1)), 5), "lr": f"{lr:.3g}"}
+                if main and val_samples and (epoch % args.val_every == 0 or epoch == args.epochs):
+                    model.eval()
+                    m = validate(model, preprocess, val_samples)
+                    row.update({k: round(v, 5) for k, v in m.items()})
+                    if best is None or m["val_f1"] > best["val_f1"]:
+                        best = dict(m, epoch=epoch)
+                        model_info = dict(info, **run_config, best_epoch=epoch, val_f1=m["val_f1"], val_auc=m["val_auc"])
+                        save_checkpoint(out, checkpoint_dict(model, preprocess, m["val_threshold"], model_info))
+                row["seconds"] = round(time.time() - t0, 2)
+                rows.append(row)
+                rngs = distributed.gather(_rng_state())
+                if main:
+                    save_checkpoint(resume_path, {
+                        "config": run_config, "epoch": epoch,
+                        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "best": best,
+                        "log": rows, "rng": rngs,
+                    })
+                    _write_log(log_path, rows)
+                    msg = f"epoch {epoch}: loss {row['train_loss']:.4f}"
+                    if "val_f1" in row:
+                        msg += f", val F1 {row['val_f1']:.4f} AUC {row['val_auc']:.4f} (best {best['val_f1']:.4f} @ {best['epoch']})"
+                    print(msg, file=sys.stderr)
+                saved = epoch
+                ctrl_c.check()
     except KeyboardInterrupt:
         if main:
             if saved:

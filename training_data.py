@@ -10,13 +10,14 @@ from torchvision.transforms import v2
 from cli import UserError
 
 
-def augmentation(strength="default", crop=0):
-    """Joint image/label augmentation (torchvision v2): flips, rotations, mild scale and contrast,
-    then (``crop`` > 0) a random ``crop`` x ``crop`` window, zero-padded where the image is smaller."""
+def augmentation(strength="default", crop=0, scale=(0.9, 1.1)):
+    """Joint image/label augmentation (torchvision v2): flips, rotations, rescaling by a random factor
+    in ``scale``, contrast, then (``crop`` > 0) a random ``crop`` x ``crop`` window, zero-padded where
+    the image is smaller."""
     steps = [] if strength == "none" else [
         v2.RandomHorizontalFlip(),
         v2.RandomVerticalFlip(),
-        v2.RandomAffine(degrees=180, scale=(0.9, 1.1)),
+        v2.RandomAffine(degrees=180, scale=tuple(scale), interpolation=v2.InterpolationMode.BILINEAR),
         v2.ColorJitter(brightness=0.2, contrast=0.2),
     ]
     if crop:

@@ -13,18 +13,24 @@ def test_pairs_by_name_and_fails_on_unpaired(tiny_dataset):
     assert [p[0].name for p in pairs] == ["01_training.png", "02_training.png", "03_training.png"]
     assert all(p[0].name == p[1].name == p[2].name for p in pairs)
     (tiny_dataset / "DRIVE" / "train" / "label" / "02_training.png").unlink()
-    with pytest.raises(UserError, match="02_training.png has no label"):
-        pair_files(tiny_dataset / "DRIVE" / "train")
+    folder = tiny_dataset / "DRIVE" / "train"
+    with pytest.raises(UserError, match=f"02_training.png has no label: expected {folder / 'label' / '02_training.png'}$"):
+        pair_files(folder)
 
 
 def test_label_without_image_and_empty_folder(tmp_path):
     write_png(tmp_path / "d" / "label" / "x.png", np.zeros((4, 4), np.uint8))
     (tmp_path / "d" / "image").mkdir()
-    with pytest.raises(UserError, match="no images"):
+    with pytest.raises(UserError, match=f"no images in {tmp_path / 'd' / 'image'}: prepare the data first"):
         pair_files(tmp_path / "d")
     write_png(tmp_path / "d" / "image" / "y.png", np.zeros((4, 4), np.uint8))
     write_png(tmp_path / "d" / "label" / "y.png", np.zeros((4, 4), np.uint8))
-    with pytest.raises(UserError, match="x.png has no image"):
+    with pytest.raises(UserError, match=f"x.png has no image: expected {tmp_path / 'd' / 'image' / 'x.png'}$"):
+        pair_files(tmp_path / "d")
+    import shutil
+
+    shutil.rmtree(tmp_path / "d" / "label")
+    with pytest.raises(UserError, match=r"\(labels expected there\)"):
         pair_files(tmp_path / "d")
 
 
@@ -32,7 +38,7 @@ def test_label_of_another_size_is_refused(tmp_path):
     img, lab, _ = disc_image()
     write_png(tmp_path / "i.png", img)
     write_png(tmp_path / "l.png", lab[:-2])
-    with pytest.raises(UserError, match="same size"):
+    with pytest.raises(UserError, match=r"l.png is 140x118 but its image .*i.png is 140x120: label and image must"):
         load_sample(tmp_path / "i.png", tmp_path / "l.png")
 
 
@@ -61,11 +67,12 @@ def test_patch_positions_match_the_resized_image(tiny_dataset):
 
     make_patches(tiny_dataset, "DRIVE", "test", size=80, patch=40, count=3, seed=0)
     out = tiny_dataset / "DRIVE_patch" / "test"
-    row = read_patch_manifest(out)["2_testing.png"]
-    src = read_image(tiny_dataset / "DRIVE" / "test" / "image" / "01_testing.png")
-    big = resize(to_gray(src), (80, 80))
-    x, y = int(row["x"]), int(row["y"])
-    assert np.array_equal(read_image(out / "image" / "2_testing.png"), big[y:y + 40, x:x + 40])
+    for name, row in read_patch_manifest(out).items():  # every patch is its window of the resized image
+        src = read_image(tiny_dataset / "DRIVE" / "test" / "image" / f"{row['source']}.png")
+        lab = read_image(tiny_dataset / "DRIVE" / "test" / "label" / f"{row['source']}.png") > 0
+        x, y = int(row["x"]), int(row["y"])
+        assert np.array_equal(read_image(out / "image" / name), resize(to_gray(src), (80, 80))[y:y + 40, x:x + 40])
+        assert np.array_equal(read_image(out / "label" / name) > 0, resize(lab, (80, 80), label=True)[y:y + 40, x:x + 40])
 
 
 def test_same_seed_same_patches(tiny_dataset, tmp_path):
@@ -94,3 +101,70 @@ def test_augmentation_moves_image_and_label_together():
         # vessels were drawn dark (60 on 150): after any flip/rotation they must stay dark
         if y.sum() > 0:
             assert x[y > 0].mean() < x[(y == 0) & (x > 0.3)].mean()
+
+
+def test_patch_manifest_columns_and_positions_span_the_whole_image(tiny_dataset):
+    make_patches(tiny_dataset, "DRIVE", "train", size=40, patch=32, count=60, seed=1)
+    rows = list(read_patch_manifest(tiny_dataset / "DRIVE_patch" / "train").values())
+    assert len(rows) == 180
+    assert set(rows[0]) == {"patch", "source", "x", "y", "size", "patch_size"}
+    assert {r["size"] for r in rows} == {"40"} and {r["patch_size"] for r in rows} == {"32"}
+    xs, ys = [int(r["x"]) for r in rows], [int(r["y"]) for r in rows]
+    assert min(xs) == min(ys) == 0 and max(xs) == max(ys) == 8  # every position 0..size-patch can occur
+    assert read_patch_manifest(tiny_dataset / "nowhere") == {}
+
+
+def test_interrupted_patch_run_keeps_the_previous_set(tiny_dataset, monkeypatch):
+    import dataset
+
+    make_patches(tiny_dataset, "DRIVE", "train", size=64, patch=32, count=2, seed=0)
+    out = tiny_dataset / "DRIVE_patch" / "train"
+    before = sorted(p.name for p in (out / "image").iterdir())
+    calls = []
+
+    def failing(path, arr, text=None):
+        calls.append(path)
+        if len(calls) > 3:
+            raise KeyboardInterrupt  # the user pressed Ctrl-C half-way
+        write_png(path, arr, text)
+
+    monkeypatch.setattr(dataset, "write_png", failing)
+    with pytest.raises(KeyboardInterrupt):
+        make_patches(tiny_dataset, "DRIVE", "train", size=64, patch=32, count=5, seed=1)
+    assert sorted(p.name for p in (out / "image").iterdir()) == before
+    assert [p.name for p in out.parent.iterdir()] == ["train"]  # the half-written set was removed
+    with pytest.raises(UserError, match="^the number of patches per image must be at least 1$"):
+        make_patches(tiny_dataset, "DRIVE", "train", size=64, patch=32, count=0)
+
+
+def test_fov_mask_is_read_when_present_and_checked(tmp_path):
+    from dataset import load_split
+
+    img, lab, fov = disc_image()
+    write_png(tmp_path / "i.png", img)
+    write_png(tmp_path / "l.png", lab)
+    odd = np.zeros_like(fov)
+    odd[:10, :10] = True  # nothing like the disc the estimator would find
+    write_png(tmp_path / "m.png", odd)
+    s = load_sample(tmp_path / "i.png", tmp_path / "l.png", tmp_path / "m.png")
+    assert s.name == "i" and np.array_equal(s.fov, odd) and np.array_equal(s.label, lab)
+    estimated = load_sample(tmp_path / "i.png", tmp_path / "l.png").fov
+    assert (estimated == fov).mean() > 0.97
+    write_png(tmp_path / "small.png", odd[:-1])
+    with pytest.raises(UserError, match="small.png does not have the size"):
+        load_sample(tmp_path / "i.png", tmp_path / "l.png", tmp_path / "small.png")
+
+    d = tmp_path / "DRIVE" / "test"
+    for sub, arr in (("image", img), ("label", lab)):
+        write_png(d / sub / "01_testing.png", arr)
+    with pytest.raises(UserError, match=f"01_testing.png has no FOV mask in {d / 'mask'}$"):
+        pair_files(d, require_mask=True)
+    [s] = load_split(tmp_path, "DRIVE", "test")
+    assert s.name == "01_testing" and s.image.shape == img.shape
+
+
+def test_one_patch_the_size_of_the_image_into_a_new_nested_folder(tiny_dataset, tmp_path):
+    n = make_patches(tiny_dataset, "DRIVE", "train", size=48, patch=48, count=1, out_root=tmp_path / "a" / "b")
+    assert n == 3
+    rows = read_patch_manifest(tmp_path / "a" / "b" / "train")
+    assert {(r["x"], r["y"]) for r in rows.values()} == {("0", "0")}

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 
 from inference import Segmenter, tiled_predict
@@ -91,3 +92,214 @@ def test_a_tiny_fov_does_not_blow_the_image_up(monkeypatch):
     seg = Segmenter(_model(), {"method": "whole", "enhance": "none", "fov_diameter": 540}, 0.5)
     assert seg.probability(img).shape == (300, 300)
     assert seen == [(1200, 1200)]
+
+
+def test_working_scale_follows_the_fov_and_the_models_detail():
+    """A photograph larger than the training scale is shrunk to it -- or, for a model trained for
+    more detail, only to ``detail`` times it; a small one is enlarged to it either way."""
+    from preprocess import fov_diameter
+
+    img, _, fov = disc_image(400, 400, 180)
+    d = fov_diameter(fov)
+
+    def scale(target, detail_in_model=None, detail=None):
+        pre = {"method": "whole", "enhance": "none", "fov_diameter": target}
+        if detail_in_model is not None:
+            pre["detail"] = detail_in_model
+        trace = {}
+        prob = Segmenter(_model(), pre, 0.5, detail=detail).probability(img, fov, trace=trace)
+        assert prob.shape == (400, 400)
+        return trace["scale"]
+
+    assert abs(scale(90) - 90 / d) < 1e-9  # no detail stored: the training scale, as before
+    assert abs(scale(90, 2.0) - 2 * 90 / d) < 1e-9  # shrunk only to twice the training scale
+    assert abs(scale(90, 2.0, detail=1.0) - 90 / d) < 1e-9  # the caller's setting wins
+    assert scale(d / 1.4, 1.5) == 1.0  # within `detail` of the training scale: native resolution
+    assert abs(scale(2 * d, 1.5) - 2.0) < 1e-9  # a small FOV is still enlarged to the training scale
+    trace = {}
+    Segmenter(_model(), {"method": "whole", "fov_diameter": 2 * d}).probability(img, fov, trace=trace)
+    assert trace["enhanced"].shape == (800, 800)
+
+
+class _Recorder:
+    """A stand-in network call: records its inputs; output depends on the column (not flip-symmetric)."""
+
+    backend = "fake"
+
+    def __init__(self, align=4):
+        self.align, self.inputs = align, []
+
+    def __call__(self, x):
+        self.inputs.append(x.copy())
+        cols = np.linspace(0, 1, x.shape[-1], dtype=np.float32)
+        return (0.5 * x + 0.5 * cols).astype(np.float32)
+
+
+def test_window_weights_and_window_starts():
+    from inference import _starts, window_weight
+
+    assert np.allclose(window_weight(8, 0, True), [0.25, 0.5, 0.75, 1, 1, 0.75, 0.5, 0.25])
+    eps = 1e-6
+    assert np.allclose(window_weight(8, 2, False), [eps, eps, 1, 1, 1, 1, eps, eps])
+    assert np.allclose(window_weight(8, 2, False, first=True), [1, 1, 1, 1, 1, 1, eps, eps])
+    assert np.allclose(window_weight(8, 2, False, last=True), [eps, eps, 1, 1, 1, 1, 1, 1])
+    assert _starts(100, 40, 30) == [0, 30, 60]  # the last window ends at the border
+    assert _starts(100, 40, 25) == [0, 25, 50, 60]
+    assert _starts(30, 40, 25) == [0]
+    assert _starts(101, 40, 31) == [0, 31, 61]  # never a window past the border
+
+
+def test_tiled_predict_flip_batch_window_fn_fixed_window_and_trace():
+    img = np.random.default_rng(3).integers(0, 255, (50, 70)).astype(np.uint8)
+    net = _Recorder()
+    plain = tiled_predict(net, img, 1024)
+    assert len(net.inputs) == 1 and net.inputs[0].shape == (1, 1, 52, 72)  # padded to the alignment
+    x = np.zeros((52, 72), np.float32)
+    x[:50, :70] = img / 255.0
+    cols = np.linspace(0, 1, 72, dtype=np.float32)
+    assert np.allclose(plain, (0.5 * x + 0.5 * cols)[:50, :70], atol=1e-6)
+    flipped = tiled_predict(_Recorder(), img, 1024, flip=True)
+    assert np.allclose(flipped, (0.5 * x + 0.25 * (cols + cols[::-1]))[:50, :70], atol=1e-6)
+
+    inverted = _Recorder()
+    tiled_predict(inverted, img, 1024, window_fn=lambda t: 255 - t)
+    assert np.allclose(inverted.inputs[0][0, 0, :50, :70], 1 - img / 255.0, atol=1e-6)
+
+    one, four = _Recorder(), _Recorder()
+    windows = []
+    a = tiled_predict(one, img, 32, stride=16, soft=True, trace=windows)
+    b = tiled_predict(four, img, 32, stride=16, soft=True, batch=4)
+    assert np.allclose(a, b) and len(one.inputs) == len(windows) == 12  # 3 x 4 windows of 32
+    assert sorted({(y, x) for y, x, _, _ in windows}) == [(y, x) for y in (0, 16, 20) for x in (0, 16, 32, 40)]
+    assert [i.shape[0] for i in four.inputs] == [4, 4, 4]
+
+    two_net = _Recorder()
+    two = tiled_predict(two_net, img[:40], 48, margin=8)  # exactly two windows side by side
+    assert len(two_net.inputs) == 2 and two.shape == (40, 70) and np.isfinite(two).all()
+
+    fixed = _Recorder()
+    tiled_predict(fixed, img[:20, :20], 32, stride=16, soft=True, fixed_window=True)
+    assert [i.shape for i in fixed.inputs] == [(1, 1, 32, 32)]  # padded up to the trained patch size
+
+
+def test_patch_method_equalizes_each_window_only_when_asked():
+    from preprocess import equalize
+
+    img, _, fov = disc_image(90, 90, 40, colour=False)
+    for enhance in ("equalize", "none"):
+        net = _Recorder()
+        trace = {}
+        Segmenter(net, {"method": "patch", "size": 64, "patch": 32, "enhance": enhance}).probability(img, fov, trace)
+        assert trace["resized"].shape == (64, 64) and trace["window"] == 32
+        first = net.inputs[0][0, 0]
+        tile = trace["resized"][:32, :32]
+        want = equalize(tile) if enhance == "equalize" else tile
+        assert np.allclose(first, want / 255.0, atol=1e-6)
+
+
+def _expected(gray, fov, flip=False):
+    """What the Segmenter must return with a _Recorder network in one window, no rescaling."""
+    h, w = gray.shape
+    pw = -(-w // 4) * 4
+    cols = np.linspace(0, 1, pw, dtype=np.float32)
+    if flip:
+        cols = 0.5 * (cols + cols[::-1])
+    want = (0.5 * gray / np.float32(255.0) + 0.5 * cols[:w]).astype(np.float32)
+    want[~fov] = 0
+    return want
+
+
+def test_whole_method_values_threshold_and_trace_with_a_known_network():
+    img, _, fov = disc_image(61, 75, 28, colour=False)
+    pre = {"method": "whole", "fov_diameter": 20}  # no "enhance" key: none; the FOV is ~56 px wide
+    for flip in (False, True):
+        seg = Segmenter(_Recorder(), pre, threshold=0.4, rescale=False, flip=flip)
+        trace = {}
+        prob, mask = seg.segment(img, fov, trace=trace)
+        assert np.allclose(prob, _expected(img, fov, flip), atol=1e-6)
+        assert np.array_equal(mask, prob >= 0.4) and mask.any()
+        assert trace["scale"] == 1.0 and trace["enhanced"].shape == (61, 75)  # --no-rescale: native size
+        for key in ("gray", "resized", "enhanced", "blended", "fov", "windows"):
+            assert trace[key] is not None and len(trace[key]) > 0, key
+        assert trace["method"] == "whole" and trace["window"] == 1024 and len(trace["windows"]) == 1
+    at = float(prob[fov].max())
+    assert seg.segment(img, fov, threshold=at)[1][prob == at].all()  # a pixel at the threshold is a vessel
+    assert seg.segment(img, fov, threshold=0.99)[1].sum() < mask.sum()  # the caller's threshold is used
+
+
+def test_patch_method_is_soft_blended_half_overlapping_windows():
+    from preprocess import equalize, resize
+
+    img, _, fov = disc_image(90, 90, 40, colour=False)
+    pre = {"method": "patch", "size": 64, "patch": 32, "enhance": "equalize"}
+    for flip in (False, True):
+        trace = {}
+        prob = Segmenter(_Recorder(), pre, flip=flip).probability(img, fov, trace)
+        work = resize(img, (64, 64))
+        want = resize(tiled_predict(_Recorder(), work, 32, stride=16, window_fn=equalize, soft=True, fixed_window=True,
+                                    flip=flip), (90, 90))
+        want[~fov] = 0
+        assert np.allclose(prob, want, atol=1e-6)
+        assert len(trace["windows"]) == 9 and trace["method"] == "patch"
+
+
+def test_the_work_image_never_exceeds_4096_px_a_side(monkeypatch):
+    img = np.zeros((2000, 1500), np.uint8)
+    img[990:1010, 740:760] = 200  # a tiny FOV asks for a large upscale
+    trace = {}
+    Segmenter(_Recorder(), {"method": "whole", "fov_diameter": 540}).probability(img, trace=trace)
+    assert max(trace["enhanced"].shape) == 4096
+
+
+def test_models_load_by_their_suffix_with_their_threshold_and_hints():
+    from cli import UserError
+    from conftest import REPO
+
+    onnx = Segmenter.from_file(REPO / "UNet.onnx")
+    torch_seg = Segmenter.from_file(REPO / "UNet.pth")
+    assert onnx.net.backend == "onnxruntime" and torch_seg.net.backend == "torch"
+    assert abs(onnx.threshold - 0.5377) < 1e-4 and abs(torch_seg.threshold - 0.5377) < 1e-4
+    assert onnx.pre == torch_seg.pre and onnx.pre["fov_diameter"] == 540
+    for name in ("gone.onnx", "gone.pth"):
+        with pytest.raises(UserError, match=f"{name} not found; train one"):
+            Segmenter.from_file(REPO / name, hint="; train one")
+
+
+def test_contrast_enhancement_named_in_the_model_is_applied():
+    from preprocess import clahe
+
+    img, _, fov = disc_image(61, 75, 28, colour=False)
+    net = _Recorder()
+    Segmenter(net, {"method": "whole", "enhance": "clahe", "fov_diameter": 20}, rescale=False).probability(img, fov)
+    assert np.allclose(net.inputs[0][0, 0, :61, :75], clahe(img) / 255.0, atol=1e-6)
+
+
+def test_no_trace_asked_no_tiles_kept(monkeypatch):
+    import inference
+
+    seen = []
+    real = inference.tiled_predict
+    monkeypatch.setattr(inference, "tiled_predict", lambda *a, **k: seen.append(k.get("trace")) or real(*a, **k))
+    img, _, fov = disc_image(61, 75, 28, colour=False)
+    for pre in ({"method": "whole", "fov_diameter": 56}, {"method": "patch", "size": 64, "patch": 32}):
+        Segmenter(_Recorder(), pre).probability(img, fov)
+    assert seen == [None, None]  # a large photograph must not hold every tile in memory
+
+
+def test_user_facing_errors_of_the_segmenter_and_loaders():
+    from cli import UserError
+    from conftest import REPO
+
+    img, _, fov = disc_image(16, 22, 6, colour=False)
+    with pytest.raises(UserError, match="^the FOV mask is 10x5 but the image is 22x16: they must have the same size$"):
+        Segmenter(_Recorder(), {"method": "whole"}).probability(img, np.ones((5, 10), bool))
+    with pytest.raises(ValueError, match="unknown method 'magic'"):
+        Segmenter(_Recorder(), {"method": "magic"}).probability(img, fov)
+    seg = Segmenter.from_file(REPO / "UNet.onnx", flip=True, tile=256, rescale=False, detail=2)
+    assert (seg.flip, seg.tile, seg.rescale, seg.detail) == (True, 256, False, 2.0)  # --tta etc. reach it
+    import torch
+
+    if not torch.cuda.is_available():
+        for name in ("UNet.pth", "UNet.onnx"):
+            with pytest.raises(UserError, match="cuda"):
+                Segmenter.from_file(REPO / name, device="cuda")

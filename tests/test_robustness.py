@@ -68,9 +68,28 @@ def test_ctrl_c_saves_a_resumable_state(tiny_dataset):
     wait_for(lambda: log_rows(root / "c.pth.log.csv") >= 1, proc)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130
-    assert "--resume" in err and "Traceback" not in err
+    assert proc.returncode == 130, err
+    assert "stopping after this step" in err and "--resume" in err and "Traceback" not in err
     assert (root / "c.pth.resume.pth").is_file() and (root / "c.pth").is_file()
+
+
+def test_first_ctrl_c_waits_for_the_step_second_stops_at_once():
+    import os
+
+    from trainer import StopAfterStep
+
+    before = signal.getsignal(signal.SIGINT)
+    with StopAfterStep() as ctrl_c:
+        ctrl_c.check()  # nothing pressed: carries on
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)  # the handler runs here and must not raise
+        assert ctrl_c.pressed
+        with pytest.raises(KeyboardInterrupt):
+            ctrl_c.check()
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+    assert signal.getsignal(signal.SIGINT) is before  # Python's own handler is back
 
 
 def test_resume_with_other_settings_is_refused(tiny_dataset):

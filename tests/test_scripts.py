@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from imio import read_image
 from conftest import REPO
@@ -112,6 +113,35 @@ def test_prepare_stare_split_and_masks(stare_src, tmp_path, monkeypatch):
         mask = read_image(tmp_path / "STARE" / "test" / "mask" / f"{name}.png") > 0
         assert 0.6 < mask.mean() < 0.85  # a disc, not the whole frame
         assert (tmp_path / "STARE" / "test" / "label2" / f"{name}.png").is_file()
+
+
+def test_prepare_fives_both_layouts(tmp_path, monkeypatch):
+    """FIVES photographs: image/ + label/ all go to the test split; the official train/ and test/
+    folders keep their split; FOVs are estimated; an image without its label is refused."""
+    import prepare_data
+    from cli import UserError
+    from conftest import disc_image
+    from imio import write_png
+
+    mini, full = tmp_path / "mini", tmp_path / "full"
+    for i, (folder, image_dir, label_dir) in enumerate([
+            (mini, "image", "label"), (mini, "image", "label"),
+            (full, "train/Original", "train/Ground truth"), (full, "test/Original", "test/Ground truth")]):
+        img, label, _ = disc_image(90, 100, 40, seed=i)
+        write_png(folder / image_dir / f"{i}_A.png", img)
+        write_png(folder / label_dir / f"{i}_A.png", label)
+    monkeypatch.chdir(tmp_path)
+    prepare_data.main(["--dataset", "FIVES", "--source", "mini", "--root", "a"])
+    assert sorted(p.name for p in (tmp_path / "a" / "FIVES" / "test" / "image").iterdir()) == ["0_A.png", "1_A.png"]
+    assert not (tmp_path / "a" / "FIVES" / "train").exists()
+    mask = read_image(tmp_path / "a" / "FIVES" / "test" / "mask" / "0_A.png") > 0
+    assert 0.3 < mask.mean() < 0.7  # the estimated disc
+    prepare_data.main(["--dataset", "FIVES", "--source", "full", "--root", "b"])
+    assert [p.name for p in (tmp_path / "b" / "FIVES" / "train" / "label").iterdir()] == ["2_A.png"]
+    assert [p.name for p in (tmp_path / "b" / "FIVES" / "test" / "label").iterdir()] == ["3_A.png"]
+    (mini / "label" / "1_A.png").unlink()
+    with pytest.raises(UserError, match="1_A.png has no label"):
+        prepare_data.fives_items(mini)
 
 
 def test_user_errors_are_one_line_without_traceback(tmp_path):
