@@ -5,6 +5,8 @@
     torchrun --standalone --nproc_per_node=2 train.py      # data-parallel (GPUs or CPU processes)
 
 A validation subset of the training images (--val-count) selects the checkpoint and threshold.
+--also STARE adds another dataset's training images (rescaled by their FOV to DATASET's scale;
+the same share of them held out for validation): one model for photographs from more cameras.
 """
 import argparse
 
@@ -12,7 +14,7 @@ import numpy as np
 
 from cli import bounded, run_main
 from dataset import load_split
-from preprocess import ENHANCERS, enhance, fov_diameter, to_gray
+from preprocess import ENHANCERS, enhance, fov_diameter, resize, to_gray
 from trainer import add_training_args, fit, parse_training_args, split_validation
 
 
@@ -24,7 +26,20 @@ def build_parser():
     p.add_argument("--detail", type=bounded(float, 1, 4), default=1.0,
                    help="stored in the weights: inference segments a photograph larger than the training scale at "
                         "up to DETAIL times it (for a model trained with a wide --scale; default: %(default)s)")
+    p.add_argument("--also", nargs="+", default=[], metavar="DATASET",
+                   help="also train on these datasets' training images (e.g. STARE), rescaled to DATASET's FOV scale; "
+                        "the same share of each is held out for validation")
     return p
+
+
+def to_scale(sample, diameter):
+    """A training sample rescaled so that its FOV is ``diameter`` pixels wide (gray image, label)."""
+    scale = diameter / fov_diameter(sample.fov)
+    h, w = sample.label.shape
+    if abs(scale - 1) < 0.02:
+        return to_gray(sample.image), sample.label
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return resize(to_gray(sample.image), size), resize(sample.label, size, label=True)
 
 
 @run_main
@@ -34,16 +49,26 @@ def main(argv=None):
     train_names, val_names = split_validation([s.name for s in samples], args.val_count, args.seed)
     train = [s for s in samples if s.name in train_names]
     val = [s for s in samples if s.name in val_names]
+    diameter = round(float(np.median([fov_diameter(s.fov) for s in samples])), 1)
+    pairs = [(to_gray(s.image), s.label) for s in train]  # DATASET itself at its native resolution
+    for other in args.also:
+        extra = load_split(args.root, other, "train")
+        count = round(len(extra) * args.val_count / len(samples))
+        keep, held = split_validation([s.name for s in extra], count, args.seed)
+        pairs += [to_scale(s, diameter) for s in extra if s.name in keep]
+        val += [s for s in extra if s.name in held]  # validated like any photograph: the Segmenter rescales
+        train_names += [f"{other}/{n}" for n in keep]
+        val_names += [f"{other}/{n}" for n in held]
     preprocess = {
         "method": "whole",
         "enhance": args.enhance,
-        "fov_diameter": round(float(np.median([fov_diameter(s.fov) for s in samples])), 1),
+        "fov_diameter": diameter,
     }
     if args.detail != 1.0:
         preprocess["detail"] = args.detail
-    images = [enhance(to_gray(s.image), args.enhance) for s in train]
-    info = {"trained_on": args.dataset, "train_images": train_names, "val_images": val_names}
-    fit(args, images, [s.label for s in train], val, preprocess, info)
+    images = [enhance(gray, args.enhance) for gray, _ in pairs]
+    info = {"trained_on": "+".join([args.dataset, *args.also]), "train_images": train_names, "val_images": val_names}
+    fit(args, images, [label for _, label in pairs], val, preprocess, info)
 
 
 if __name__ == "__main__":

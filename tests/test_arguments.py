@@ -35,6 +35,7 @@ BAD = [
     ("train", ["--scale", "0", "1"]),
     ("train", ["--scale", "1"]),
     ("train", ["--detail", "0.5"]),
+    ("train", ["--also", "NOPE"]),
     ("train_patch", ["--epochs", "0"]),
     ("train_patch", ["--batch-size", "-4"]),
     ("predict", ["--threshold", "1.5"]),

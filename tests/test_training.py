@@ -41,3 +41,27 @@ def test_a_new_run_keeps_a_copy_of_the_weights_it_replaces(tiny_dataset, tmp_pat
     train.main(["--root", str(tiny_dataset), "--epochs", "1", *TINY[2:], "--out", str(out)])
     assert (tmp_path / "m.pth.bak").read_bytes() == b"previous weights"
     assert out.read_bytes() != b"previous weights"
+
+
+def test_also_adds_another_cameras_images_at_the_first_datasets_scale(tiny_dataset, monkeypatch):
+    import train
+    from conftest import disc_image
+    from imio import write_png
+    from preprocess import fov_diameter
+
+    for i in range(1, 4):  # a "camera" whose FOV is twice as wide (radius 100 against 50)
+        img, lab, fov = disc_image(240, 280, 100, seed=10 + i)
+        for sub, arr in (("image", img), ("label", lab), ("mask", fov)):
+            write_png(tiny_dataset / "STARE" / "train" / sub / f"{i:02d}_training.png", arr)
+    seen = {}
+    monkeypatch.setattr(train, "fit", lambda args, images, labels, val, pre, info: seen.update(
+        images=images, labels=labels, val=val, pre=pre, info=info))
+    train.main(["--root", str(tiny_dataset), "--val-count", "1", "--also", "STARE"])
+    drive = [s for s in load_split(tiny_dataset, "DRIVE", "train")]
+    assert seen["info"]["trained_on"] == "DRIVE+STARE"
+    assert len(seen["val"]) == 2 and sum(n.startswith("STARE/") for n in seen["info"]["val_images"]) == 1
+    assert len(seen["images"]) == len(seen["labels"]) == 2 + 2
+    assert [im.shape for im in seen["images"][:2]] == [drive[0].image.shape[:2]] * 2  # DRIVE: native size
+    ratio = seen["pre"]["fov_diameter"] / fov_diameter(disc_image(240, 280, 100)[2])  # about 1/2
+    for image, label in zip(seen["images"][2:], seen["labels"][2:]):  # STARE: rescaled to DRIVE's FOV scale
+        assert image.shape == label.shape == (round(240 * ratio), round(280 * ratio)) and label.dtype == bool
