@@ -17,7 +17,7 @@ def augmentation(strength="default", crop=0, scale=(0.9, 1.1)):
     steps = [] if strength == "none" else [
         v2.RandomHorizontalFlip(),
         v2.RandomVerticalFlip(),
-        v2.RandomAffine(degrees=180, scale=tuple(scale), interpolation=v2.InterpolationMode.BILINEAR),
+        v2.RandomAffine(degrees=180, scale=tuple(scale)),
         v2.ColorJitter(brightness=0.2, contrast=0.2),
     ]
     if crop:

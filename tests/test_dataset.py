@@ -168,3 +168,18 @@ def test_one_patch_the_size_of_the_image_into_a_new_nested_folder(tiny_dataset, 
     assert n == 3
     rows = read_patch_manifest(tmp_path / "a" / "b" / "train")
     assert {(r["x"], r["y"]) for r in rows.values()} == {("0", "0")}
+
+
+def test_default_augmentation_is_the_one_the_shipped_weights_were_trained_with():
+    """`python train.py` must keep reproducing the shipped weights: the same steps, ranges and
+    (nearest-neighbour) interpolation as when they were trained."""
+    from torchvision.transforms import v2
+
+    steps = augmentation().transforms
+    assert [type(t).__name__ for t in steps] == ["RandomHorizontalFlip", "RandomVerticalFlip", "RandomAffine",
+                                                 "ColorJitter"]
+    affine = steps[2]
+    assert affine.degrees == [-180.0, 180.0] and tuple(affine.scale) == (0.9, 1.1)
+    assert v2.InterpolationMode(affine.interpolation) == v2.InterpolationMode.NEAREST
+    assert tuple(augmentation(scale=(0.7, 1.8)).transforms[2].scale) == (0.7, 1.8)
+    assert type(augmentation(crop=256).transforms[-1]).__name__ == "RandomCrop"
