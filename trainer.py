@@ -66,7 +66,8 @@ def add_training_args(parser, *, epochs, batch_size, lr, val_every, out):
     parser.add_argument("--augment", choices=["default", "none"], default="default", help="data augmentation (default: %(default)s)")
     parser.add_argument("--scale", type=bounded(float, 0.25, 4), nargs=2, default=[0.9, 1.1], metavar=("LO", "HI"),
                         help="random rescaling range of the augmentation, 0.25..4 (default: %(default)s); a wider "
-                             "range teaches the network vessels at more widths (for larger photographs)")
+                             "range shows the network vessels at more widths (measured for large photographs in "
+                             "docs/experiments.md: no gain there)")
     parser.add_argument("--seed", type=bounded(int, 0, 2**32 - 1), default=0, help="random seed: same seed, same result on CPU (default: %(default)s)")
     parser.add_argument("--threads", type=bounded(int, 0, 1024), default=0,
                         help="CPU threads for torch (default: 0 = all cores)")
