@@ -6,8 +6,8 @@
     python evaluate.py --dataset DRIVE --pred other_tool/ --threshold 0.5
 
 Under ``torchrun --nproc_per_node=N evaluate.py ...`` the test images are split across the
-processes and rank 0 gathers the maps and computes the pooled metrics. Every test image is segmented with the weights' own method and preprocessing. Metrics are
-computed inside the FOV (DATASET/test/mask) with pixels pooled over all test images: AUC-ROC,
+processes and rank 0 gathers the maps and computes the pooled metrics. Every test image is
+segmented with the weights' own method and preprocessing. Metrics are computed inside the FOV (DATASET/test/mask) with pixels pooled over all test images: AUC-ROC,
 AUC-PR, F1 (= Dice), accuracy, sensitivity, specificity, MCC, IoU. The binarisation threshold is
 the one stored in the weights (chosen on validation images from the training set); nothing is
 chosen on the test set. The second observer (DATASET/test/label2) is scored against the first

@@ -25,10 +25,22 @@ import numpy as np
 
 from allocator import tune_malloc
 from cli import UserError
-from preprocess import as_image, enhance, equalize, estimate_fov, fov_diameter, resize, to_gray
+from preprocess import as_image, enhance, equalize, estimate_fov, fov_diameter, rescale, resize, to_gray
 
 MAX_UPSCALE = 4.0  # largest rescaling factor of the whole-image method
 MAX_WORK_SIDE = 4096  # ... and largest side of the rescaled image
+
+
+def work_scale(fov, shape, target, detail=1.0):
+    """The factor by which the whole-image method rescales a photograph of ``shape`` (h, w): its
+    FOV to the training diameter ``target`` -- a larger one only down to ``detail`` times it --
+    capped so that a tiny or mis-detected FOV cannot blow the image up (at most 4x, 4096 px a side);
+    within 15 % of 1 it is 1 (no resampling). Training on another dataset (train.py --also) uses it
+    too, so a photograph is trained on at the scale it is segmented at."""
+    ratio = fov_diameter(fov) / float(target)
+    scale = min(max(ratio, 1.0), detail) / ratio
+    scale = min(scale, MAX_UPSCALE, MAX_WORK_SIDE / max(shape))
+    return 1.0 if abs(math.log(scale)) < math.log(1.15) else scale
 
 
 def window_weight(size, margin, soft, first=False, last=False):
@@ -180,16 +192,9 @@ class Segmenter:
             if trace is not None:
                 trace.update(resized=work, windows=windows, window=patch)
         elif self.pre["method"] == "whole":
-            scale = 1.0
             target = self.pre.get("fov_diameter")
-            if self.rescale and target:
-                ratio = fov_diameter(fov) / float(target)
-                scale = min(max(ratio, 1.0), self.detail) / ratio
-                # a tiny or mis-detected FOV must not blow the image up: at most 4x, 4096 px a side
-                scale = min(scale, MAX_UPSCALE, MAX_WORK_SIDE / max(h, w))
-                if abs(math.log(scale)) < math.log(1.15):
-                    scale = 1.0
-            scaled = gray if scale == 1.0 else resize(gray, (max(1, round(w * scale)), max(1, round(h * scale))))
+            scale = work_scale(fov, (h, w), target, self.detail) if self.rescale and target else 1.0
+            scaled = rescale(gray, scale)
             work = enhance(scaled, self.pre.get("enhance", "none"))
             margin = 16 * self.net.align
             windows = [] if trace is not None else None

@@ -87,6 +87,14 @@ def resize(img, size, label=False):
     return cv2.resize(img, (w, h), interpolation=interp)
 
 
+def rescale(img, scale, label=False):
+    """``img`` resized by ``scale`` (at least 1 px a side); the same array when ``scale`` is 1."""
+    if scale == 1.0:
+        return img
+    h, w = img.shape[:2]
+    return resize(img, (max(1, round(w * scale)), max(1, round(h * scale))), label=label)
+
+
 def estimate_fov(img):
     """Field-of-view mask (bool HxW) of a fundus photograph, from the image itself.
 

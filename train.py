@@ -14,7 +14,8 @@ import numpy as np
 
 from cli import bounded, run_main
 from dataset import load_split
-from preprocess import ENHANCERS, enhance, fov_diameter, resize, to_gray
+from inference import work_scale
+from preprocess import ENHANCERS, enhance, fov_diameter, rescale, to_gray
 from trainer import add_training_args, fit, parse_training_args, split_validation
 
 
@@ -33,13 +34,10 @@ def build_parser():
 
 
 def to_scale(sample, diameter):
-    """A training sample rescaled so that its FOV is ``diameter`` pixels wide (gray image, label)."""
-    scale = diameter / fov_diameter(sample.fov)
-    h, w = sample.label.shape
-    if abs(scale - 1) < 0.02:
-        return to_gray(sample.image), sample.label
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return resize(to_gray(sample.image), size), resize(sample.label, size, label=True)
+    """A training sample (gray image, label) at the scale inference segments it at: its FOV
+    rescaled to ``diameter`` pixels (``inference.work_scale``, the Segmenter's own rule)."""
+    scale = work_scale(sample.fov, sample.label.shape, diameter)
+    return rescale(to_gray(sample.image), scale), rescale(sample.label, scale, label=True)
 
 
 @run_main

@@ -298,7 +298,7 @@ def fit(args, images, labels, val_samples, preprocess, info):
                 t0 = time.time()
                 net.train()
                 sampler.set_epoch(epoch)
-                total, n = torch.zeros(2, dtype=torch.float64), 0
+                total = torch.zeros(2, dtype=torch.float64)
                 bar = tqdm(loader, desc=f"epoch {epoch}/{args.epochs}", leave=False, file=sys.stderr,
                            disable=None if main else True)
                 for xb, yb in bar:

@@ -171,8 +171,8 @@ def test_one_patch_the_size_of_the_image_into_a_new_nested_folder(tiny_dataset, 
 
 
 def test_default_augmentation_is_the_one_the_shipped_weights_were_trained_with():
-    """`python train.py` must keep reproducing the shipped weights: the same steps, ranges and
-    (nearest-neighbour) interpolation as when they were trained."""
+    """`python train.py` must keep the augmentation the shipped weights were trained with: the
+    same steps, ranges and (nearest-neighbour) interpolation."""
     from torchvision.transforms import v2
 
     steps = augmentation().transforms
