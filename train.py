@@ -44,7 +44,7 @@ def to_scale(sample, diameter):
 def main(argv=None):
     args = parse_training_args(build_parser(), argv)
     samples = load_split(args.root, args.dataset, "train")
-    train_names, val_names = split_validation([s.name for s in samples], args.val_count, args.seed)
+    train_names, val_names = split_validation([s.name for s in samples], args.val_count, args.split_seed)
     train = [s for s in samples if s.name in train_names]
     val = [s for s in samples if s.name in val_names]
     diameter = round(float(np.median([fov_diameter(s.fov) for s in samples])), 1)
@@ -52,7 +52,7 @@ def main(argv=None):
     for other in args.also:
         extra = load_split(args.root, other, "train")
         count = round(len(extra) * args.val_count / len(samples))
-        keep, held = split_validation([s.name for s in extra], count, args.seed)
+        keep, held = split_validation([s.name for s in extra], count, args.split_seed)
         pairs += [to_scale(s, diameter) for s in extra if s.name in keep]
         val += [s for s in extra if s.name in held]  # validated like any photograph: the Segmenter rescales
         train_names += [f"{other}/{n}" for n in keep]

@@ -63,12 +63,17 @@ def add_training_args(parser, *, epochs, batch_size, lr, val_every, out):
                         help="1: one U-Net; 2: two in sequence (W-Net), the loss on both (default: %(default)s)")
     parser.add_argument("--crop", type=bounded(int, 0, 4096), default=0,
                         help="train on random CROP x CROP windows instead of whole samples (0: whole; default: %(default)s)")
-    parser.add_argument("--augment", choices=["default", "none"], default="default", help="data augmentation (default: %(default)s)")
+    parser.add_argument("--augment", choices=["default", "strong", "none"], default="default",
+                        help="data augmentation: default = flips, rotations, rescaling, brightness/contrast; strong "
+                             "adds gamma and blur/sharpening (other cameras' look); none (default: %(default)s)")
     parser.add_argument("--scale", type=bounded(float, 0.25, 4), nargs=2, default=[0.9, 1.1], metavar=("LO", "HI"),
                         help="random rescaling range of the augmentation, 0.25..4 (default: %(default)s); a wider "
                              "range shows the network vessels at more widths (measured for large photographs in "
                              "docs/experiments.md: no gain there)")
     parser.add_argument("--seed", type=bounded(int, 0, 2**32 - 1), default=0, help="random seed: same seed, same result on CPU (default: %(default)s)")
+    parser.add_argument("--split-seed", type=bounded(int, 0, 2**32 - 1), default=None,
+                        help="seed of the validation split only (default: --seed); another --seed with the same "
+                             "--split-seed trains a second model on the same images (seed spread, ensembles)")
     parser.add_argument("--threads", type=bounded(int, 0, 1024), default=0,
                         help="CPU threads for torch (default: 0 = all cores)")
     parser.add_argument("--accumulate", type=bounded(int, 1, 1024), default=1,
@@ -86,6 +91,8 @@ def parse_training_args(parser, argv=None):
     args = parser.parse_args(argv)
     if args.scale[0] > args.scale[1]:
         parser.error(f"argument --scale: LO {args.scale[0]} is larger than HI {args.scale[1]}")
+    if args.split_seed is None:
+        args.split_seed = args.seed
     distributed.resolve_device(args.device)
     return args
 
@@ -244,7 +251,7 @@ def fit(args, images, labels, val_samples, preprocess, info):
     run_config = {k: getattr(args, k) for k in ("dataset", "epochs", "batch_size", "lr", "width", "depth",
                                                 "val_count", "val_every", "augment", "seed")}
     for key, default in (("dice_weight", 1.0), ("crop", 0), ("stages", 1), ("accumulate", 1), ("scale", [0.9, 1.1]),
-                         ("also", [])):
+                         ("also", []), ("split_seed", args.seed)):
         if getattr(args, key, default) != default:  # recorded only when changed: older resume states stay valid
             run_config[key] = getattr(args, key)
     if world_size > 1:

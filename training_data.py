@@ -10,16 +10,41 @@ from torchvision.transforms import v2
 from cli import UserError
 
 
+class RandomGamma(v2.Transform):
+    """Gamma correction of the image (never the label) by a factor drawn uniformly from ``gamma``."""
+
+    def __init__(self, gamma=(0.7, 1.5)):
+        super().__init__()
+        self.gamma = tuple(gamma)
+
+    def make_params(self, flat_inputs):
+        return {"gamma": float(torch.empty(1).uniform_(*self.gamma))}
+
+    def transform(self, inpt, params):
+        if isinstance(inpt, tv_tensors.Image):
+            return v2.functional.adjust_gamma(inpt, params["gamma"])
+        return inpt
+
+
 def augmentation(strength="default", crop=0, scale=(0.9, 1.1)):
     """Joint image/label augmentation (torchvision v2): flips, rotations, rescaling by a random factor
     in ``scale``, contrast, then (``crop`` > 0) a random ``crop`` x ``crop`` window, zero-padded where
-    the image is smaller."""
+    the image is smaller.
+
+    ``strength="strong"`` adds what differs between cameras after CLAHE: gamma, and the sharpness of
+    the optics (a blur or a sharpening, each on a third of the samples). Labels are never touched."""
     steps = [] if strength == "none" else [
         v2.RandomHorizontalFlip(),
         v2.RandomVerticalFlip(),
         v2.RandomAffine(degrees=180, scale=tuple(scale)),
         v2.ColorJitter(brightness=0.2, contrast=0.2),
     ]
+    if strength == "strong":
+        steps += [
+            v2.RandomApply([RandomGamma((0.7, 1.5))], p=0.5),
+            v2.RandomChoice([v2.GaussianBlur(5, sigma=(0.3, 1.2)), v2.RandomAdjustSharpness(2.0, p=1.0),
+                             v2.Identity()]),
+        ]
     if crop:
         steps.append(v2.RandomCrop(crop, pad_if_needed=True))
     return v2.Compose(steps) if steps else None

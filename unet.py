@@ -106,9 +106,33 @@ class WNet(nn.Module):
         return outs if all_stages else outs[-1]
 
 
+class Ensemble(nn.Module):
+    """``members`` networks of one architecture, trained from different seeds on the same images;
+    their logits are averaged. ``forward`` returns one logit map, so inference (and the ONNX export)
+    treats it like one U-Net."""
+
+    def __init__(self, members=2, **arch):
+        super().__init__()
+        if members < 2:
+            raise ValueError("an ensemble has 2 or more members")
+        self.members = nn.ModuleList(build_model(arch) for _ in range(members))
+        self.arch = dict(self.members[0].arch, members=members)
+
+    @property
+    def align(self):
+        return self.members[0].align
+
+    def forward(self, x):
+        return torch.stack([m(x) for m in self.members]).mean(0)
+
+
 def build_model(arch):
-    """The network an ``arch`` dict describes (``stages`` 1: U-Net, the default; 2: W-Net)."""
+    """The network an ``arch`` dict describes (``stages`` 1: U-Net, the default; 2: W-Net;
+    ``members`` > 1: an ensemble of that many)."""
     arch = dict(arch)
+    members = arch.pop("members", 1)
+    if members != 1:
+        return Ensemble(members, **arch)
     stages = arch.pop("stages", 1)
     return UNet(**arch) if stages == 1 else WNet(stages=stages, **arch)
 

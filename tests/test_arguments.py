@@ -23,6 +23,7 @@ BAD = [
     ("train", ["--val-every", "0"]),
     ("train", ["--threads", "-2"]),
     ("train", ["--seed", "-1"]),
+    ("train", ["--split-seed", "x"]),
     ("train", ["--dice-weight", "-1"]),
     ("train", ["--enhance", "sharpen"]),
     ("train", ["--augment", "heavy"]),

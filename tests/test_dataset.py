@@ -183,3 +183,38 @@ def test_default_augmentation_is_the_one_the_shipped_weights_were_trained_with()
     assert v2.InterpolationMode(affine.interpolation) == v2.InterpolationMode.NEAREST
     assert tuple(augmentation(scale=(0.7, 1.8)).transforms[2].scale) == (0.7, 1.8)
     assert type(augmentation(crop=256).transforms[-1]).__name__ == "RandomCrop"
+
+
+def test_strong_augmentation_changes_the_look_of_the_image_never_the_label():
+    """--augment strong draws the same geometry as the default (labels identical for the same seed)
+    and adds gamma and blur/sharpening to the image only."""
+    import torch
+
+    rng = np.random.default_rng(0)
+    img = (rng.random((48, 40)) * 255).astype(np.uint8)
+    lab = rng.random((48, 40)) > 0.7
+    changed = 0
+    for seed in range(8):
+        torch.manual_seed(seed)
+        x0, y0 = VesselDataset([img], [lab], augmentation("default"))[0]
+        torch.manual_seed(seed)
+        x1, y1 = VesselDataset([img], [lab], augmentation("strong"))[0]
+        assert torch.equal(y0, y1)  # photometric steps leave the label alone
+        assert set(y1.unique().tolist()) <= {0.0, 1.0}
+        changed += not torch.equal(x0, x1)
+    assert changed >= 4  # gamma on half, blur or sharpening on two thirds of the samples
+
+
+def test_random_gamma_stays_in_its_range():
+    import torch
+    from torchvision import tv_tensors
+
+    from training_data import RandomGamma
+
+    img = tv_tensors.Image(torch.full((1, 4, 4), 64, dtype=torch.uint8))
+    lo, hi = 255 * (64 / 255) ** 1.5, 255 * (64 / 255) ** 0.7
+    values = {int(RandomGamma((0.7, 1.5))(img)[0, 0, 0]) for _ in range(200)}
+    assert min(values) >= int(lo) and max(values) <= round(hi) + 1
+    assert max(values) - min(values) > 40  # the factor is drawn, not fixed
+    mask = tv_tensors.Mask(torch.ones((1, 4, 4), dtype=torch.uint8))
+    assert torch.equal(RandomGamma((0.7, 1.5))(mask), mask)

@@ -65,3 +65,23 @@ def test_also_adds_another_cameras_images_at_the_first_datasets_scale(tiny_datas
     ratio = seen["pre"]["fov_diameter"] / fov_diameter(disc_image(240, 280, 100)[2])  # about 1/2
     for image, label in zip(seen["images"][2:], seen["labels"][2:]):  # STARE: rescaled to DRIVE's FOV scale
         assert image.shape == label.shape == (round(240 * ratio), round(280 * ratio)) and label.dtype == bool
+
+
+def test_split_seed_keeps_the_validation_images_of_another_seed(tiny_dataset, monkeypatch):
+    """--seed N --split-seed 0 trains a second model on the images --seed 0 trained on (seed spread,
+    ensembles): the held-out images follow --split-seed, and without it they follow --seed."""
+    import train
+
+    seen = {}
+    monkeypatch.setattr(train, "fit", lambda args, images, labels, val, pre, info: seen.update(
+        val=info["val_images"], seed=args.seed))
+    root = ["--root", str(tiny_dataset), "--val-count", "1"]
+
+    def held(*extra):
+        train.main([*root, *extra])
+        return seen["val"]
+
+    base = held("--seed", "0")
+    other = next(s for s in range(1, 50) if held("--seed", str(s)) != base)  # a seed whose split differs
+    assert held("--seed", str(other), "--split-seed", "0") == base and seen["seed"] == other
+    assert held("--seed", "0", "--split-seed", str(other)) != base

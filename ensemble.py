@@ -1,0 +1,92 @@
+"""Combine models trained from different seeds on the same images into one weights file.
+
+    python train.py --out UNet_seed0.pth
+    python train.py --seed 1 --split-seed 0 --out UNet_seed1.pth
+    python ensemble.py UNet_seed0.pth UNet_seed1.pth --out UNet.pth
+
+The ensemble averages its members' logits and is used like any weights file (predict.py,
+evaluate.py, the web app; an .onnx is written beside it). The members must share architecture,
+preprocessing, training and validation images; the threshold is chosen again on those validation
+images (the pooled F1 optimum, as training does), never on test images. Inference costs the sum
+of the members' time.
+"""
+import argparse
+import sys
+from pathlib import Path
+
+from cli import UserError, run_main
+
+
+def validation_samples(root, info):
+    """The validation images a checkpoint's ``info`` names (``OTHER/name`` for ``train.py --also``)."""
+    from dataset import load_split
+
+    primary = info["trained_on"].split("+")[0]
+    wanted = {}
+    for name in info["val_images"]:
+        dataset, _, stem = name.rpartition("/")
+        wanted.setdefault(dataset or primary, set()).add(stem)
+    samples = []
+    for dataset, stems in wanted.items():
+        found = [s for s in load_split(root, dataset, "train") if s.name in stems]
+        missing = stems - {s.name for s in found}
+        if missing:
+            raise UserError(f"{Path(root) / dataset / 'train'}: validation image {sorted(missing)[0]} not found")
+        samples += found
+    return samples
+
+
+@run_main
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("members", nargs="+", help="two or more .pth checkpoints trained on the same images")
+    p.add_argument("--out", default="UNet_ensemble.pth", help="weights file to write (default: %(default)s)")
+    p.add_argument("--root", default=".", help="folder holding the dataset the members were trained on "
+                                               "(default: current folder)")
+    args = p.parse_args(argv)
+    if len(args.members) < 2:
+        raise UserError("an ensemble needs two or more checkpoints")
+
+    from trainer import check_output, export_onnx_beside, validate
+    from unet import build_model, checkpoint_dict, read_checkpoint, save_checkpoint
+
+    out = Path(args.out)
+    check_output(out)
+    ckpts = [read_checkpoint(m) for m in args.members]
+    first = ckpts[0]
+    if first["arch"].get("members", 1) != 1:
+        raise UserError(f"{args.members[0]} is an ensemble already; combine its members instead")
+    for path, ck in zip(args.members[1:], ckpts[1:]):
+        for key, what in (("arch", "architecture"), ("preprocess", "preprocessing")):
+            if ck[key] != first[key]:
+                raise UserError(f"{path}: {what} differs from {args.members[0]}'s")
+        for key in ("trained_on", "train_images", "val_images"):
+            if ck["info"].get(key) != first["info"].get(key):
+                raise UserError(f"{path}: {key} differ from {args.members[0]}'s (train with the same --split-seed)")
+    if not first["info"].get("val_images"):
+        raise UserError(f"{args.members[0]}: no validation images recorded; the threshold cannot be chosen")
+
+    model = build_model(dict(first["arch"], members=len(ckpts)))
+    for member, ck in zip(model.members, ckpts):
+        member.load_state_dict(ck["state_dict"])
+    model.eval()
+    preprocess = first["preprocess"]
+    m = validate(model, preprocess, validation_samples(args.root, first["info"]))
+    for path, ck in zip(args.members, ckpts):
+        print(f"{path}: val F1 {ck['info'].get('val_f1', float('nan')):.4f} "
+              f"AUC {ck['info'].get('val_auc', float('nan')):.4f}", file=sys.stderr)
+    print(f"ensemble of {len(ckpts)}: val F1 {m['val_f1']:.4f} AUC {m['val_auc']:.4f}, "
+          f"threshold {m['val_threshold']:.3f}", file=sys.stderr)
+    keep = ("trained_on", "train_images", "val_images", "dataset")
+    info = {k: first["info"][k] for k in keep if k in first["info"]}
+    info["members"] = [{"file": Path(path).name, **{k: ck["info"][k] for k in ("seed", "epochs", "best_epoch", "val_f1",
+                                                                               "val_auc") if k in ck["info"]}}
+                       for path, ck in zip(args.members, ckpts)]
+    info.update(val_f1=m["val_f1"], val_auc=m["val_auc"])
+    save_checkpoint(out, checkpoint_dict(model, preprocess, m["val_threshold"], info))
+    export_onnx_beside(out)
+    print(f"weights in {out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

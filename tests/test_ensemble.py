@@ -1,0 +1,79 @@
+"""ensemble.py and unet.Ensemble: members trained on the same images, logits averaged, threshold chosen again."""
+import numpy as np
+import pytest
+
+from dataset import load_split
+from inference import Segmenter
+from metrics import best_threshold, pooled
+
+TINY = ["--epochs", "2", "--width", "4", "--depth", "3", "--val-count", "1", "--val-every", "1", "--threads", "1"]
+
+
+def test_ensemble_output_is_the_mean_of_its_members_logits():
+    import torch
+
+    from unet import build_model
+
+    torch.manual_seed(0)
+    ens = build_model({"in_channels": 1, "width": 4, "depth": 3, "members": 3}).eval()
+    assert ens.arch["members"] == 3 and ens.align == 4
+    x = torch.rand(1, 1, 16, 16)
+    with torch.no_grad():
+        outs = [m(x) for m in ens.members]
+        assert not torch.allclose(outs[0], outs[1])  # members are distinct networks
+        assert torch.allclose(ens(x), sum(outs) / 3, atol=1e-6)
+
+
+@pytest.fixture
+def members(tiny_dataset, tmp_path):
+    import train
+
+    paths = []
+    for seed in (0, 1):
+        out = tmp_path / f"s{seed}.pth"
+        train.main(["--root", str(tiny_dataset), *TINY, "--seed", str(seed), "--split-seed", "0", "--out", str(out)])
+        paths.append(out)
+    return paths
+
+
+def test_ensemble_threshold_is_the_f1_optimum_of_the_averaged_maps(tiny_dataset, tmp_path, members):
+    import torch
+
+    import ensemble
+
+    out = tmp_path / "ens.pth"
+    ensemble.main([*map(str, members), "--root", str(tiny_dataset), "--out", str(out)])
+    ckpt = torch.load(out, weights_only=True)
+    assert ckpt["arch"]["members"] == 2 and [m["seed"] for m in ckpt["info"]["members"]] == [0, 1]
+    val = [s for s in load_split(tiny_dataset, "DRIVE", "train") if s.name in ckpt["info"]["val_images"]]
+    seg = Segmenter.from_file(out)
+    singles = [Segmenter.from_file(m) for m in members]
+    for s in val:  # the stored network is the average of the members' logits
+        logit = lambda p: np.log(np.clip(p, 1e-7, 1 - 1e-7) / np.clip(1 - p, 1e-7, 1))  # noqa: E731
+        want = 1 / (1 + np.exp(-(logit(singles[0].probability(s.image)) + logit(singles[1].probability(s.image))) / 2))
+        assert np.allclose(seg.probability(s.image), want, atol=2e-3)
+    t, f1 = best_threshold(*pooled([(s.label, seg.probability(s.image, s.fov), s.fov) for s in val]))
+    assert ckpt["threshold"] == pytest.approx(t, abs=1e-4) and ckpt["info"]["val_f1"] == pytest.approx(f1, abs=1e-4)
+    onnx = Segmenter.from_file(tmp_path / "ens.onnx")  # exported beside, same maps
+    assert np.allclose(onnx.probability(val[0].image), seg.probability(val[0].image), atol=1e-4)
+
+
+def test_members_trained_on_other_images_are_refused(tiny_dataset, tmp_path, members, capsys):
+    import ensemble
+    import train
+
+    other = tmp_path / "other.pth"
+    for seed in range(1, 50):  # a seed whose validation split differs from --split-seed 0's
+        train.main(["--root", str(tiny_dataset), *TINY, "--epochs", "1", "--seed", str(seed), "--out", str(other)])
+        import torch
+
+        if torch.load(other, weights_only=True)["info"]["val_images"] != \
+                torch.load(members[0], weights_only=True)["info"]["val_images"]:
+            break
+    for argv, message in (([str(members[0]), str(other), "--root", str(tiny_dataset)], "train_images differ"),
+                          ([str(members[0])], "needs two or more")):
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exc:
+            ensemble.main([*argv, "--out", str(tmp_path / "e.pth")])
+        assert exc.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "e.pth").exists()
