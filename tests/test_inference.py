@@ -258,7 +258,11 @@ def test_models_load_by_their_suffix_with_their_threshold_and_hints():
     onnx = Segmenter.from_file(REPO / "UNet.onnx")
     torch_seg = Segmenter.from_file(REPO / "UNet.pth")
     assert onnx.net.backend == "onnxruntime" and torch_seg.net.backend == "torch"
-    assert abs(onnx.threshold - 0.5377) < 1e-4 and abs(torch_seg.threshold - 0.5377) < 1e-4
+    import torch
+
+    stored = torch.load(REPO / "UNet.pth", weights_only=True)["threshold"]  # chosen on validation, not 0.5
+    assert abs(stored - 0.5) > 0.01
+    assert abs(onnx.threshold - stored) < 1e-4 and abs(torch_seg.threshold - stored) < 1e-4
     assert onnx.pre == torch_seg.pre and onnx.pre["fov_diameter"] == 540
     for name in ("gone.onnx", "gone.pth"):
         with pytest.raises(UserError, match=f"{name} not found; train one"):
