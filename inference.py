@@ -179,7 +179,7 @@ class Segmenter:
         if fov.shape != image.shape[:2]:
             raise UserError(f"the FOV mask is {fov.shape[1]}x{fov.shape[0]} but the image is "
                             f"{image.shape[1]}x{image.shape[0]}: they must have the same size")
-        gray = to_gray(image)
+        gray = to_gray(image, self.pre.get("channel", "gray"))
         h, w = gray.shape
         if self.pre["method"] == "patch":
             size = int(self.pre["size"])

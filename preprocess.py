@@ -5,7 +5,8 @@ small ``preprocess`` dict stored in the checkpoint:
 
 ``{"method": "whole", "enhance": "clahe", "fov_diameter": 540}``
     whole image at its native scale (rescaled by its field of view to ``fov_diameter``),
-    grayscale, CLAHE over the whole image.
+    grayscale, CLAHE over the whole image; ``"channel": "green"`` (absent: gray) takes the green
+    channel of a colour photograph instead of its gray level.
 ``{"method": "patch", "size": 512, "patch": 256, "enhance": "equalize"}``
     the original "local enhancement" method: resize to ``size`` x ``size``, cut ``patch`` x
     ``patch`` windows, equalize the histogram of each window, segment it.
@@ -51,10 +52,19 @@ def as_image(arr):
     raise UserError(f"not an image: array of type {arr.dtype}")
 
 
-def to_gray(img):
-    """uint8 HxW from an RGB (HxWx3) or gray image; the same formula everywhere (ITU-R 601)."""
+CHANNELS = ("gray", "green")
+
+
+def to_gray(img, channel="gray"):
+    """uint8 HxW from an RGB (HxWx3) or gray image: the gray level (ITU-R 601, the same formula
+    everywhere) or, with ``channel="green"``, the green channel, where vessels contrast most.
+    A gray image is returned as it is."""
     if img.ndim == 2:
         return img
+    if channel == "green":
+        return np.ascontiguousarray(img[..., 1])
+    if channel != "gray":
+        raise ValueError(f"unknown channel {channel!r}; choose from {CHANNELS}")
     return cv2.cvtColor(np.ascontiguousarray(img[..., :3]), cv2.COLOR_RGB2GRAY)
 
 

@@ -12,10 +12,10 @@ import argparse
 
 import numpy as np
 
-from cli import bounded, run_main
+from cli import UserError, bounded, run_main
 from dataset import load_split
 from inference import work_scale
-from preprocess import ENHANCERS, enhance, fov_diameter, rescale, to_gray
+from preprocess import CHANNELS, ENHANCERS, enhance, fov_diameter, rescale, to_gray
 from trainer import add_training_args, fit, parse_training_args, split_validation
 
 
@@ -24,6 +24,9 @@ def build_parser():
     add_training_args(p, epochs=400, batch_size=2, lr=5e-3, val_every=5, out="UNet.pth")
     p.add_argument("--enhance", choices=ENHANCERS, default="clahe",
                    help="contrast enhancement of each whole image (default: %(default)s)")
+    p.add_argument("--channel", choices=CHANNELS, default="gray",
+                   help="what the network sees of a colour photograph: its gray level or its green channel "
+                        "(default: %(default)s)")
     p.add_argument("--detail", type=bounded(float, 1, 4), default=1.0,
                    help="stored in the weights: inference segments a photograph larger than the training scale at "
                         "up to DETAIL times it (for a model trained with a wide --scale; default: %(default)s)")
@@ -33,27 +36,37 @@ def build_parser():
     return p
 
 
-def to_scale(sample, diameter):
+def to_scale(sample, diameter, channel="gray"):
     """A training sample (gray image, label) at the scale inference segments it at: its FOV
     rescaled to ``diameter`` pixels (``inference.work_scale``, the Segmenter's own rule)."""
     scale = work_scale(sample.fov, sample.label.shape, diameter)
-    return rescale(to_gray(sample.image), scale), rescale(sample.label, scale, label=True)
+    return rescale(to_gray(sample.image, channel), scale), rescale(sample.label, scale, label=True)
+
+
+def check_colour(samples, channel, where):
+    """--channel green needs colour photographs: refuse gray ones (e.g. after RGB2gray.py)."""
+    gray = [s.name for s in samples if s.image.ndim == 2]
+    if channel != "gray" and gray:
+        raise UserError(f"{where}: {gray[0]} is a gray image, but --channel {channel} needs colour photographs "
+                        f"(RGB2gray.py converts them in place; run prepare_data.py again for the colour ones)")
 
 
 @run_main
 def main(argv=None):
     args = parse_training_args(build_parser(), argv)
     samples = load_split(args.root, args.dataset, "train")
+    check_colour(samples, args.channel, f"{args.dataset}/train/image")
     train_names, val_names = split_validation([s.name for s in samples], args.val_count, args.split_seed)
     train = [s for s in samples if s.name in train_names]
     val = [s for s in samples if s.name in val_names]
     diameter = round(float(np.median([fov_diameter(s.fov) for s in samples])), 1)
-    pairs = [(to_gray(s.image), s.label) for s in train]  # DATASET itself at its native resolution
+    pairs = [(to_gray(s.image, args.channel), s.label) for s in train]  # DATASET itself at its native resolution
     for other in args.also:
         extra = load_split(args.root, other, "train")
+        check_colour(extra, args.channel, f"{other}/train/image")
         count = round(len(extra) * args.val_count / len(samples))
         keep, held = split_validation([s.name for s in extra], count, args.split_seed)
-        pairs += [to_scale(s, diameter) for s in extra if s.name in keep]
+        pairs += [to_scale(s, diameter, args.channel) for s in extra if s.name in keep]
         val += [s for s in extra if s.name in held]  # validated like any photograph: the Segmenter rescales
         train_names += [f"{other}/{n}" for n in keep]
         val_names += [f"{other}/{n}" for n in held]
@@ -62,6 +75,8 @@ def main(argv=None):
         "enhance": args.enhance,
         "fov_diameter": diameter,
     }
+    if args.channel != "gray":
+        preprocess["channel"] = args.channel  # absent: gray, as in weights from before this option
     if args.detail != 1.0:
         preprocess["detail"] = args.detail
     images = [enhance(gray, args.enhance) for gray, _ in pairs]

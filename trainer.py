@@ -251,7 +251,7 @@ def fit(args, images, labels, val_samples, preprocess, info):
     run_config = {k: getattr(args, k) for k in ("dataset", "epochs", "batch_size", "lr", "width", "depth",
                                                 "val_count", "val_every", "augment", "seed")}
     for key, default in (("dice_weight", 1.0), ("crop", 0), ("stages", 1), ("accumulate", 1), ("scale", [0.9, 1.1]),
-                         ("also", []), ("split_seed", args.seed)):
+                         ("also", []), ("split_seed", args.seed), ("channel", "gray")):
         if getattr(args, key, default) != default:  # recorded only when changed: older resume states stay valid
             run_config[key] = getattr(args, key)
     if world_size > 1:

@@ -278,6 +278,17 @@ def test_contrast_enhancement_named_in_the_model_is_applied():
     assert np.allclose(net.inputs[0][0, 0, :61, :75], clahe(img) / 255.0, atol=1e-6)
 
 
+def test_the_channel_named_in_the_model_is_what_the_network_sees():
+    from preprocess import to_gray
+
+    img, _, fov = disc_image(61, 75, 28)
+    img[..., 1] = 255 - img[..., 1]  # a green channel unlike the gray level
+    for pre, want in (({}, to_gray(img)), ({"channel": "green"}, img[..., 1]), ({"channel": "gray"}, to_gray(img))):
+        net = _Recorder()
+        Segmenter(net, {"method": "whole", "fov_diameter": 20, **pre}, rescale=False).probability(img, fov)
+        assert np.allclose(net.inputs[0][0, 0, :61, :75], want / 255.0, atol=1e-6), pre
+
+
 def test_no_trace_asked_no_tiles_kept(monkeypatch):
     import inference
 

@@ -13,6 +13,17 @@ def test_gray_conversion_is_idempotent_and_matches_luma():
     assert np.abs(g.astype(int) - expect).max() <= 1
 
 
+def test_green_channel_is_the_green_plane_and_unknown_channels_are_refused():
+    import pytest
+
+    img, _, _ = disc_image()
+    assert np.array_equal(to_gray(img, "green"), img[..., 1])
+    g = to_gray(img)
+    assert np.array_equal(to_gray(g, "green"), g)  # a gray photograph has no green channel: used as it is
+    with pytest.raises(ValueError, match="unknown channel"):
+        to_gray(img, "red")
+
+
 def test_equalize_spreads_a_narrow_histogram():
     narrow = np.random.default_rng(0).integers(100, 120, (64, 64)).astype(np.uint8)
     eq = equalize(narrow)

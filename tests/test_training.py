@@ -85,3 +85,33 @@ def test_split_seed_keeps_the_validation_images_of_another_seed(tiny_dataset, mo
     other = next(s for s in range(1, 50) if held("--seed", str(s)) != base)  # a seed whose split differs
     assert held("--seed", str(other), "--split-seed", "0") == base and seen["seed"] == other
     assert held("--seed", "0", "--split-seed", str(other)) != base
+
+
+def test_channel_green_trains_on_the_green_plane_and_says_so_in_the_weights(tiny_dataset, monkeypatch):
+    import train
+    from preprocess import clahe, to_gray
+
+    seen = {}
+    monkeypatch.setattr(train, "fit", lambda args, images, labels, val, pre, info: seen.update(images=images, pre=pre))
+    root = ["--root", str(tiny_dataset), "--val-count", "1"]
+    samples = {s.name: s.image for s in load_split(tiny_dataset, "DRIVE", "train")}
+    train.main(root)
+    assert "channel" not in seen["pre"]  # gray: weights read like those from before the option
+    gray = seen["images"]
+    train.main([*root, "--channel", "green"])
+    assert seen["pre"]["channel"] == "green"
+    firsts = [im for im in samples.values() if any(np.array_equal(clahe(to_gray(im)), g) for g in gray)]
+    assert len(firsts) == 2
+    assert [g.tobytes() for g in seen["images"]] == [clahe(im[..., 1]).tobytes() for im in firsts]
+
+
+def test_channel_green_refuses_gray_photographs_in_one_line(tiny_dataset, capsys):
+    import train
+    from imio import read_image, write_png
+
+    first = sorted((tiny_dataset / "DRIVE" / "train" / "image").iterdir())[0]
+    write_png(first, read_image(first)[..., 0])  # as RGB2gray.py leaves it
+    with pytest.raises(SystemExit) as exc:
+        train.main(["--root", str(tiny_dataset), *TINY, "--channel", "green", "--out", str(tiny_dataset / "m.pth")])
+    err = capsys.readouterr().err.strip()
+    assert exc.value.code != 0 and "gray image" in err and "--channel green" in err and len(err.splitlines()) == 1
