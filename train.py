@@ -79,9 +79,16 @@ def main(argv=None):
         preprocess["channel"] = args.channel  # absent: gray, as in weights from before this option
     if args.detail != 1.0:
         preprocess["detail"] = args.detail
-    images = [enhance(gray, args.enhance) for gray, _ in pairs]
+    look = None
+    if args.augment == "camera":  # a new camera look for every draw, enhanced after it
+        from training_data import CameraLook
+
+        look = CameraLook(lambda gray: enhance(gray, args.enhance))
+        images = [gray for gray, _ in pairs]
+    else:
+        images = [enhance(gray, args.enhance) for gray, _ in pairs]
     info = {"trained_on": "+".join([args.dataset, *args.also]), "train_images": train_names, "val_images": val_names}
-    fit(args, images, [label for _, label in pairs], val, preprocess, info)
+    fit(args, images, [label for _, label in pairs], val, preprocess, info, look)
 
 
 if __name__ == "__main__":

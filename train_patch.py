@@ -24,7 +24,10 @@ def build_parser():
 
 @run_main
 def main(argv=None):
-    args = parse_training_args(build_parser(), argv)
+    parser = build_parser()
+    args = parse_training_args(parser, argv)
+    if args.augment == "camera":  # the patches are equalized on disk already: nothing to alter before that
+        parser.error("argument --augment: camera works with train.py only (the patches are equalized on disk)")
     folder = Path(args.root) / f"{args.dataset}_patch" / "train"
     pairs = pair_files(folder)
     manifest = read_patch_manifest(folder)

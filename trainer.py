@@ -63,9 +63,11 @@ def add_training_args(parser, *, epochs, batch_size, lr, val_every, out):
                         help="1: one U-Net; 2: two in sequence (W-Net), the loss on both (default: %(default)s)")
     parser.add_argument("--crop", type=bounded(int, 0, 4096), default=0,
                         help="train on random CROP x CROP windows instead of whole samples (0: whole; default: %(default)s)")
-    parser.add_argument("--augment", choices=["default", "strong", "none"], default="default",
+    parser.add_argument("--augment", choices=["default", "strong", "camera", "none"], default="default",
                         help="data augmentation: default = flips, rotations, rescaling, brightness/contrast; strong "
-                             "adds gamma and blur/sharpening (other cameras' look); none (default: %(default)s)")
+                             "adds gamma and blur/sharpening (other cameras' look) after contrast enhancement; "
+                             "camera (train.py) adds uneven illumination, gamma, blur and noise before it; none "
+                             "(default: %(default)s)")
     parser.add_argument("--scale", type=bounded(float, 0.25, 4), nargs=2, default=[0.9, 1.1], metavar=("LO", "HI"),
                         help="random rescaling range of the augmentation, 0.25..4 (default: %(default)s); a wider "
                              "range shows the network vessels at more widths (measured for large photographs in "
@@ -228,8 +230,10 @@ class StopAfterStep:
         return False
 
 
-def fit(args, images, labels, val_samples, preprocess, info):
-    """Train a U-Net on uint8 gray ``images``/bool ``labels``; returns the best validation metrics (rank 0)."""
+def fit(args, images, labels, val_samples, preprocess, info, look=None):
+    """Train a U-Net on uint8 gray ``images``/bool ``labels``; returns the best validation metrics (rank 0).
+
+    ``look``: a ``training_data.CameraLook`` that alters and enhances each (not yet enhanced) image."""
     if args.threads:
         torch.set_num_threads(args.threads)
     tune_malloc()
@@ -244,7 +248,7 @@ def fit(args, images, labels, val_samples, preprocess, info):
     stages = args.stages
     accumulate = args.accumulate
     model = build_model({"in_channels": 1, "width": args.width, "depth": args.depth, "stages": stages})
-    dataset = VesselDataset(images, labels, augmentation(args.augment, args.crop, tuple(args.scale)))
+    dataset = VesselDataset(images, labels, augmentation(args.augment, args.crop, tuple(args.scale)), look)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(args.epochs, 1), eta_min=args.lr * 0.01)
     loss_fn = CEDiceLoss(dice_weight=args.dice_weight)

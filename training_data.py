@@ -2,6 +2,7 @@
 
 Only training imports this (it needs torch and torchvision); reading and pairing files is in dataset.py.
 """
+import cv2
 import numpy as np
 import torch
 from torchvision import tv_tensors
@@ -26,14 +27,45 @@ class RandomGamma(v2.Transform):
         return inpt
 
 
+class CameraLook:
+    """Another camera's look, drawn at random and applied to a gray photograph *before* its contrast
+    enhancement (``enhance``, e.g. CLAHE), which then sees it as it would see that camera's picture:
+    uneven illumination (a smooth multiplicative field, up to +-30 %), haze (local contrast cut to
+    50-100 % on half the samples), gamma 0.7-1.4, the optics' blur (sigma up to 1.2 px, a third of
+    them) and sensor noise (sigma up to 4 gray levels, half of them). Draws come from torch's
+    generator, so ``--seed`` fixes them. Labels are untouched.
+    """
+
+    def __init__(self, enhance):
+        self.enhance = enhance
+
+    def __call__(self, gray):
+        g = gray.astype(np.float32)
+        h, w = g.shape
+        r = torch.rand(7).tolist()
+        amp = 0.3 * r[0]
+        grid = (1 + amp * (2 * torch.rand(3, 3) - 1)).numpy()
+        g *= cv2.resize(grid, (w, h), interpolation=cv2.INTER_CUBIC)
+        if r[5] < 0.5:  # haze: details fade towards the local background
+            background = cv2.GaussianBlur(g, (0, 0), max(h, w) / 40)
+            g = background + (0.5 + 0.5 * r[6]) * (g - background)
+        g = 255.0 * (np.clip(g, 0, 255) / 255.0) ** (0.7 + 0.7 * r[1])
+        if r[2] < 1 / 3:
+            g = cv2.GaussianBlur(g, (0, 0), 0.2 + 1.0 * r[3])
+        if r[4] < 0.5:
+            g += 4.0 * float(torch.rand(1)) * torch.randn(h, w).numpy()
+        return self.enhance(np.clip(np.round(g), 0, 255).astype(np.uint8))
+
+
 def augmentation(strength="default", crop=0, scale=(0.9, 1.1)):
     """Joint image/label augmentation (torchvision v2): flips, rotations, rescaling by a random factor
     in ``scale``, contrast, then (``crop`` > 0) a random ``crop`` x ``crop`` window, zero-padded where
     the image is smaller.
 
+    ``strength="camera"`` is the default here; ``CameraLook`` adds the rest before enhancement.
     ``strength="strong"`` adds what differs between cameras after CLAHE: gamma, and the sharpness of
     the optics (a blur or a sharpening, each on a third of the samples). Labels are never touched."""
-    steps = [] if strength == "none" else [
+    steps = [] if strength == "none" else [  # "camera": these, after CameraLook before enhancement
         v2.RandomHorizontalFlip(),
         v2.RandomVerticalFlip(),
         v2.RandomAffine(degrees=180, scale=tuple(scale)),
@@ -53,21 +85,23 @@ def augmentation(strength="default", crop=0, scale=(0.9, 1.1)):
 class VesselDataset(torch.utils.data.Dataset):
     """(input, label) pairs as tensors: 1xHxW float in [0, 1], 1xHxW float {0, 1}.
 
-    ``images`` are uint8 gray arrays already preprocessed as the model expects.
+    ``images`` are uint8 gray arrays already preprocessed as the model expects, or, with ``look``
+    (a ``CameraLook``), gray photographs that ``look`` alters and then enhances, anew for every draw.
     """
 
-    def __init__(self, images, labels, transform=None):
+    def __init__(self, images, labels, transform=None, look=None):
         if len(images) != len(labels):
             raise ValueError("images and labels differ in number")
         if not images:
             raise UserError("the training set is empty")
-        self.images, self.labels, self.transform = images, labels, transform
+        self.images, self.labels, self.transform, self.look = images, labels, transform, look
 
     def __len__(self):
         return len(self.images)
 
     def __getitem__(self, i):
-        img = tv_tensors.Image(torch.from_numpy(np.array(self.images[i]))[None])
+        img = self.images[i] if self.look is None else self.look(self.images[i])
+        img = tv_tensors.Image(torch.from_numpy(np.array(img))[None])
         lab = tv_tensors.Mask(torch.from_numpy(self.labels[i].astype(np.uint8))[None])
         if self.transform is not None:
             img, lab = self.transform(img, lab)

@@ -218,3 +218,32 @@ def test_random_gamma_stays_in_its_range():
     assert max(values) - min(values) > 40  # the factor is drawn, not fixed
     mask = tv_tensors.Mask(torch.ones((1, 4, 4), dtype=torch.uint8))
     assert torch.equal(RandomGamma((0.7, 1.5))(mask), mask)
+
+
+def test_camera_look_alters_the_photograph_then_enhances_it_never_the_label():
+    """--augment camera: each draw alters the gray photograph (illumination, haze, gamma, blur,
+    noise), then enhances the altered one; the label comes out as it went in; the seed fixes it."""
+    import torch
+
+    from training_data import CameraLook
+
+    rng = np.random.default_rng(0)
+    img = (60 + rng.random((48, 40)) * 120).astype(np.uint8)
+    lab = rng.random((48, 40)) > 0.7
+    seen = []
+    look = CameraLook(lambda g: seen.append(g.copy()) or (255 - g))  # an "enhancement" easy to recognise
+    ds = VesselDataset([img], [lab], None, look)
+    draws = []
+    for seed in (0, 1, 2, 3, 0):
+        torch.manual_seed(seed)
+        x, y = ds[0]
+        assert np.array_equal(y[0].numpy().astype(bool), lab)
+        assert seen[-1].dtype == np.uint8 and seen[-1].shape == img.shape
+        assert np.allclose(x[0].numpy(), (255 - seen[-1]) / 255.0)  # enhanced after it was altered
+        ratio = seen[-1].mean() / img.mean()
+        assert 0.5 < ratio < 2.0, ratio  # another look of the same photograph, not another picture
+        assert np.corrcoef(seen[-1].ravel(), img.ravel())[0, 1] > 0.3
+        draws.append(seen[-1])
+    assert np.array_equal(draws[0], draws[-1])  # same seed, same look
+    assert all(not np.array_equal(draws[0], d) for d in draws[1:4])
+    assert not np.array_equal(draws[0], img)

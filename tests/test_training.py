@@ -54,7 +54,7 @@ def test_also_adds_another_cameras_images_at_the_first_datasets_scale(tiny_datas
         for sub, arr in (("image", img), ("label", lab), ("mask", fov)):
             write_png(tiny_dataset / "STARE" / "train" / sub / f"{i:02d}_training.png", arr)
     seen = {}
-    monkeypatch.setattr(train, "fit", lambda args, images, labels, val, pre, info: seen.update(
+    monkeypatch.setattr(train, "fit", lambda args, images, labels, val, pre, info, look=None: seen.update(
         images=images, labels=labels, val=val, pre=pre, info=info))
     train.main(["--root", str(tiny_dataset), "--val-count", "1", "--also", "STARE"])
     drive = [s for s in load_split(tiny_dataset, "DRIVE", "train")]
@@ -73,7 +73,7 @@ def test_split_seed_keeps_the_validation_images_of_another_seed(tiny_dataset, mo
     import train
 
     seen = {}
-    monkeypatch.setattr(train, "fit", lambda args, images, labels, val, pre, info: seen.update(
+    monkeypatch.setattr(train, "fit", lambda args, images, labels, val, pre, info, look=None: seen.update(
         val=info["val_images"], seed=args.seed))
     root = ["--root", str(tiny_dataset), "--val-count", "1"]
 
@@ -92,7 +92,7 @@ def test_channel_green_trains_on_the_green_plane_and_says_so_in_the_weights(tiny
     from preprocess import clahe, to_gray
 
     seen = {}
-    monkeypatch.setattr(train, "fit", lambda args, images, labels, val, pre, info: seen.update(images=images, pre=pre))
+    monkeypatch.setattr(train, "fit", lambda args, images, labels, val, pre, info, look=None: seen.update(images=images, pre=pre))
     root = ["--root", str(tiny_dataset), "--val-count", "1"]
     samples = {s.name: s.image for s in load_split(tiny_dataset, "DRIVE", "train")}
     train.main(root)
@@ -115,3 +115,29 @@ def test_channel_green_refuses_gray_photographs_in_one_line(tiny_dataset, capsys
         train.main(["--root", str(tiny_dataset), *TINY, "--channel", "green", "--out", str(tiny_dataset / "m.pth")])
     err = capsys.readouterr().err.strip()
     assert exc.value.code != 0 and "gray image" in err and "--channel green" in err and len(err.splitlines()) == 1
+
+
+def test_augment_camera_hands_the_unenhanced_images_and_the_enhancement_to_the_loop(tiny_dataset, monkeypatch):
+    import train
+    from preprocess import clahe, to_gray
+    from training_data import CameraLook
+
+    seen = {}
+    monkeypatch.setattr(train, "fit", lambda args, images, labels, val, pre, info, look=None: seen.update(
+        images=images, look=look))
+    root = ["--root", str(tiny_dataset), "--val-count", "1"]
+    grays = [to_gray(s.image) for s in load_split(tiny_dataset, "DRIVE", "train")]
+    train.main(root)
+    assert seen["look"] is None and any(np.array_equal(seen["images"][0], clahe(g)) for g in grays)
+    train.main([*root, "--augment", "camera"])
+    assert isinstance(seen["look"], CameraLook)
+    assert any(np.array_equal(seen["images"][0], g) for g in grays)  # not enhanced yet: the look comes first
+    assert np.array_equal(seen["look"].enhance(grays[0]), clahe(grays[0]))
+
+
+def test_train_patch_refuses_augment_camera(capsys):
+    import train_patch
+
+    with pytest.raises(SystemExit) as exc:
+        train_patch.main(["--augment", "camera"])
+    assert exc.value.code == 2 and "camera works with train.py only" in capsys.readouterr().err
