@@ -54,24 +54,39 @@ def main(argv=None):
     check_output(out)
     ckpts = [read_checkpoint(m) for m in args.members]
     first = ckpts[0]
-    if first["arch"].get("members", 1) != 1:
-        raise UserError(f"{args.members[0]} is an ensemble already; combine its members instead")
+    for path, ck in zip(args.members, ckpts):
+        if ck["arch"].get("members", 1) != 1:
+            raise UserError(f"{path} is an ensemble already; combine its members instead")
+    channels = [ck["preprocess"].get("channel", "gray") for ck in ckpts]
     for path, ck in zip(args.members[1:], ckpts[1:]):
-        for key, what in (("arch", "architecture"), ("preprocess", "preprocessing")):
-            if ck[key] != first[key]:
-                raise UserError(f"{path}: {what} differs from {args.members[0]}'s")
+        if ck["arch"] != first["arch"]:
+            raise UserError(f"{path}: architecture differs from {args.members[0]}'s")
+        if {**ck["preprocess"], "channel": None} != {**first["preprocess"], "channel": None}:
+            raise UserError(f"{path}: preprocessing differs from {args.members[0]}'s (only the channel may differ)")
         for key in ("trained_on", "train_images", "val_images"):
             if ck["info"].get(key) != first["info"].get(key):
                 raise UserError(f"{path}: {key} differ from {args.members[0]}'s (train with the same --split-seed)")
     if not first["info"].get("val_images"):
         raise UserError(f"{args.members[0]}: no validation images recorded; the threshold cannot be chosen")
 
-    model = build_model(dict(first["arch"], members=len(ckpts)))
+    preprocess = dict(first["preprocess"])
+    arch = dict(first["arch"], members=len(ckpts))
+    if len(set(channels)) > 1:  # members that see different channels: one input channel each kind
+        if first["arch"].get("in_channels", 1) != 1:
+            raise UserError(f"{args.members[0]}: members seeing different channels must take one input channel")
+        kinds = list(dict.fromkeys(channels))
+        preprocess["channel"] = kinds
+        arch["inputs"] = [kinds.index(c) for c in channels]
+    model = build_model(arch)
     for member, ck in zip(model.members, ckpts):
         member.load_state_dict(ck["state_dict"])
     model.eval()
-    preprocess = first["preprocess"]
-    m = validate(model, preprocess, validation_samples(args.root, first["info"]))
+    samples = validation_samples(args.root, first["info"])
+    if any(c != "gray" for c in channels):
+        from dataset import check_colour
+
+        check_colour(samples, "green", f"{args.root}: validation images")
+    m = validate(model, preprocess, samples)
     for path, ck in zip(args.members, ckpts):
         print(f"{path}: val F1 {ck['info'].get('val_f1', float('nan')):.4f} "
               f"AUC {ck['info'].get('val_auc', float('nan')):.4f}", file=sys.stderr)

@@ -25,7 +25,7 @@ import numpy as np
 
 from allocator import tune_malloc
 from cli import UserError
-from preprocess import as_image, enhance, equalize, estimate_fov, fov_diameter, rescale, resize, to_gray
+from preprocess import as_image, enhance, equalize, estimate_fov, fov_diameter, rescale, resize, to_channels
 
 MAX_UPSCALE = 4.0  # largest rescaling factor of the whole-image method
 MAX_WORK_SIDE = 4096  # ... and largest side of the rescaled image
@@ -66,9 +66,11 @@ def _starts(length, window, stride):
 
 def tiled_predict(net, image, window, margin=None, stride=None, window_fn=None, soft=False, batch=1, flip=False,
                   fixed_window=False, trace=None):
-    """Probability map (float32 HxW) of a uint8 gray image by sliding-window inference.
+    """Probability map (float32 HxW) of a uint8 gray image (HxW, or HxWxC: C input channels) by
+    sliding-window inference.
 
-    net: the network call (``unet.TorchNet``/``onnx_model.OnnxNet``: float32 Nx1xHxW -> probabilities).
+    net: the network call (``unet.TorchNet``/``onnx_model.OnnxNet``: float32 NxCxHxW -> Nx1xHxW
+    probabilities).
 
     window: tile side; margin: context discarded at each tile side (hard blending);
     stride: step between tiles (default ``window - 2*margin``); window_fn: applied to each uint8
@@ -80,14 +82,14 @@ def tiled_predict(net, image, window, margin=None, stride=None, window_fn=None, 
     (the app's step-by-step view; no effect on the result).
     """
     align = net.align
-    h, w = image.shape
+    h, w = image.shape[:2]
     ph, pw = math.ceil(h / align) * align, math.ceil(w / align) * align
     window = max(align, window // align * align)
     th, tw = min(window, ph), min(window, pw)
     if fixed_window:
         th, tw = window, window
         ph, pw = max(ph, th), max(pw, tw)
-    padded = np.zeros((ph, pw), np.uint8)
+    padded = np.zeros((ph, pw) + image.shape[2:], np.uint8)
     padded[:h, :w] = image
     if margin is None:
         margin = window // 4
@@ -106,7 +108,8 @@ def tiled_predict(net, image, window, margin=None, stride=None, window_fn=None, 
         for y, x in chunk:
             tile = padded[y:y + th, x:x + tw]
             tiles.append(window_fn(tile) if window_fn is not None else tile)
-        xb = np.stack(tiles)[:, None].astype(np.float32) / np.float32(255.0)
+        xb = np.stack(tiles).astype(np.float32) / np.float32(255.0)
+        xb = xb[:, None] if xb.ndim == 3 else np.ascontiguousarray(xb.transpose(0, 3, 1, 2))  # N x C x H x W
         prob = net(xb)
         if flip:
             prob = 0.5 * (prob + net(np.ascontiguousarray(xb[..., ::-1]))[..., ::-1])
@@ -179,8 +182,8 @@ class Segmenter:
         if fov.shape != image.shape[:2]:
             raise UserError(f"the FOV mask is {fov.shape[1]}x{fov.shape[0]} but the image is "
                             f"{image.shape[1]}x{image.shape[0]}: they must have the same size")
-        gray = to_gray(image, self.pre.get("channel", "gray"))
-        h, w = gray.shape
+        gray = to_channels(image, self.pre.get("channel", "gray"))  # HxW, or HxWxC for a list of channels
+        h, w = gray.shape[:2]
         if self.pre["method"] == "patch":
             size = int(self.pre["size"])
             work = resize(gray, (size, size))

@@ -6,7 +6,8 @@ small ``preprocess`` dict stored in the checkpoint:
 ``{"method": "whole", "enhance": "clahe", "fov_diameter": 540}``
     whole image at its native scale (rescaled by its field of view to ``fov_diameter``),
     grayscale, CLAHE over the whole image; ``"channel": "green"`` (absent: gray) takes the green
-    channel of a colour photograph instead of its gray level.
+    channel of a colour photograph instead of its gray level; a list, e.g. ``["gray", "green"]``,
+    gives the network one input channel per entry (an ensemble of members that see one each).
 ``{"method": "patch", "size": 512, "patch": 256, "enhance": "equalize"}``
     the original "local enhancement" method: resize to ``size`` x ``size``, cut ``patch`` x
     ``patch`` windows, equalize the histogram of each window, segment it.
@@ -68,6 +69,14 @@ def to_gray(img, channel="gray"):
     return cv2.cvtColor(np.ascontiguousarray(img[..., :3]), cv2.COLOR_RGB2GRAY)
 
 
+def to_channels(img, channel="gray"):
+    """The network's input image: HxW for one channel name (``to_gray``), HxWxC for a list of them
+    (an ensemble whose members see different channels, one each)."""
+    if isinstance(channel, str):
+        return to_gray(img, channel)
+    return np.dstack([to_gray(img, c) for c in channel])
+
+
 def equalize(gray):
     """Global histogram equalization of a uint8 gray image (the original method)."""
     return cv2.equalizeHist(np.ascontiguousarray(gray))
@@ -79,6 +88,9 @@ def clahe(gray, clip=2.0, tile=8):
 
 
 def enhance(gray, how):
+    """``how`` applied to a HxW image, or to each channel of a HxWxC one."""
+    if gray.ndim == 3:
+        return np.dstack([enhance(gray[..., i], how) for i in range(gray.shape[2])])
     if how == "none":
         return gray
     if how == "equalize":

@@ -12,8 +12,8 @@ import argparse
 
 import numpy as np
 
-from cli import UserError, bounded, run_main
-from dataset import load_split
+from cli import bounded, run_main
+from dataset import check_colour, load_split
 from inference import work_scale
 from preprocess import CHANNELS, ENHANCERS, enhance, fov_diameter, rescale, to_gray
 from trainer import add_training_args, fit, parse_training_args, split_validation
@@ -41,14 +41,6 @@ def to_scale(sample, diameter, channel="gray"):
     rescaled to ``diameter`` pixels (``inference.work_scale``, the Segmenter's own rule)."""
     scale = work_scale(sample.fov, sample.label.shape, diameter)
     return rescale(to_gray(sample.image, channel), scale), rescale(sample.label, scale, label=True)
-
-
-def check_colour(samples, channel, where):
-    """--channel green needs colour photographs: refuse gray ones (e.g. after RGB2gray.py)."""
-    gray = [s.name for s in samples if s.image.ndim == 2]
-    if channel != "gray" and gray:
-        raise UserError(f"{where}: {gray[0]} is a gray image, but --channel {channel} needs colour photographs "
-                        f"(RGB2gray.py converts them in place; run prepare_data.py again for the colour ones)")
 
 
 @run_main

@@ -108,22 +108,35 @@ class WNet(nn.Module):
 
 class Ensemble(nn.Module):
     """``members`` networks of one architecture, trained from different seeds on the same images;
-    their logits are averaged. ``forward`` returns one logit map, so inference (and the ONNX export)
+    their logits are averaged. With ``inputs``, member i sees input channel ``inputs[i]`` (members
+    trained on different channels, e.g. gray and green). ``forward`` returns one logit map, so inference (and the ONNX export)
     treats it like one U-Net."""
 
-    def __init__(self, members=2, **arch):
+    def __init__(self, members=2, inputs=None, **arch):
         super().__init__()
         if members < 2:
             raise ValueError("an ensemble has 2 or more members")
+        if inputs is not None and len(inputs) != members:
+            raise ValueError(f"inputs names {len(inputs)} input channels for {members} members")
         self.members = nn.ModuleList(build_model(arch) for _ in range(members))
         self.arch = dict(self.members[0].arch, members=members)
+        # inputs[i]: the input channel member i sees (its own preprocessing); None: all see the one channel
+        self.inputs = None if inputs is None else [int(i) for i in inputs]
+        if self.inputs is not None:
+            self.arch["inputs"] = self.inputs
 
     @property
     def align(self):
         return self.members[0].align
 
+    @property
+    def in_channels(self):
+        return 1 if self.inputs is None else max(self.inputs) + 1
+
     def forward(self, x):
-        return torch.stack([m(x) for m in self.members]).mean(0)
+        if self.inputs is None:
+            return torch.stack([m(x) for m in self.members]).mean(0)
+        return torch.stack([m(x[:, i:i + 1]) for m, i in zip(self.members, self.inputs)]).mean(0)
 
 
 def build_model(arch):
@@ -133,6 +146,7 @@ def build_model(arch):
     members = arch.pop("members", 1)
     if members != 1:
         return Ensemble(members, **arch)
+    arch.pop("inputs", None)
     stages = arch.pop("stages", 1)
     return UNet(**arch) if stages == 1 else WNet(stages=stages, **arch)
 
