@@ -106,6 +106,14 @@ def as_rgb(image):
     return np.dstack([image] * 3) if image.ndim == 2 else image
 
 
+def channels_view(image):
+    """A network input for display: HxW as it is; HxWxC (one channel per kind of ensemble member,
+    e.g. gray and green) as the C channels side by side."""
+    if image.ndim == 3 and image.shape[2] != 3:
+        return np.hstack([image[..., i] for i in range(image.shape[2])])
+    return image
+
+
 def overlay(image, mask):
     """The photograph with the vessels painted over it."""
     out = as_rgb(image).astype(np.float32)
@@ -223,10 +231,13 @@ class App:
         if t["method"] != "whole":
             raise UserError(f"{whole_model} is not a whole-image model")
         back = cv2.resize(t["blended"], mask.shape[::-1]) if t["blended"].shape != mask.shape else t["blended"]
+        channel = seg.pre.get("channel", "gray")
+        seen = (f"{channel} channel" if channel != "gray" else "gray") if isinstance(channel, str) else \
+            " | ".join(channel) + " channels side by side (one per kind of member of the ensemble)"
         whole = [
-            (t["gray"], "1. gray"),
-            (t["enhanced"], "2. CLAHE on the whole image" + (f" (rescaled x{t['scale']:.2f} by the FOV)"
-                                                             if t["scale"] != 1 else "")),
+            (channels_view(t["gray"]), f"1. {seen}"),
+            (channels_view(t["enhanced"]), "2. CLAHE on the whole image" + (f" (rescaled x{t['scale']:.2f} by the FOV)"
+                                                                            if t["scale"] != 1 else "")),
             (to_u8(t["blended"]), "3. U-Net probability, whole image in one pass (tiles if large)"),
             ((back >= seg.threshold).astype(np.uint8) * 255, f"4. threshold {seg.threshold:.3f}"),
             (mask.astype(np.uint8) * 255, "5. cleared outside the field of view: the result"),

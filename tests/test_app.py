@@ -77,6 +77,16 @@ def test_how_it_works_shows_every_stage_of_both_methods(app):
     assert np.array_equal(patch[-1][0] > 0, seg.segment(read_image(SAMPLE))[1])
 
 
+def test_a_network_input_of_several_channels_is_shown_side_by_side():
+    from app import channels_view
+
+    gray, colour = np.zeros((4, 5), np.uint8), np.zeros((4, 5, 3), np.uint8)
+    assert channels_view(gray) is gray and channels_view(colour) is colour
+    two = np.dstack([np.full((4, 5), 10, np.uint8), np.full((4, 5), 20, np.uint8)])  # gray | green
+    view = channels_view(two)
+    assert view.shape == (4, 10) and (view[:, :5] == 10).all() and (view[:, 5:] == 20).all()
+
+
 def test_check_uses_evaluate_metrics(app, drive_src):
     from dataset import Sample
     from evaluate import evaluate

@@ -22,6 +22,14 @@ def test_ensemble_output_is_the_mean_of_its_members_logits():
         outs = [m(x) for m in ens.members]
         assert not torch.allclose(outs[0], outs[1])  # members are distinct networks
         assert torch.allclose(ens(x), sum(outs) / 3, atol=1e-6)
+    mix = build_model({"in_channels": 1, "width": 4, "depth": 3, "members": 3, "inputs": [1, 0, 1]}).eval()
+    assert mix.in_channels == 2 and mix.arch["inputs"] == [1, 0, 1]
+    x2 = torch.rand(1, 2, 16, 16)
+    with torch.no_grad():  # member i reads channel inputs[i] only
+        want = (mix.members[0](x2[:, 1:]) + mix.members[1](x2[:, :1]) + mix.members[2](x2[:, 1:])) / 3
+        assert torch.allclose(mix(x2), want, atol=1e-6)
+    with pytest.raises(ValueError):
+        build_model({"in_channels": 1, "width": 4, "depth": 3, "members": 2, "inputs": [0]})
 
 
 @pytest.fixture
@@ -77,3 +85,42 @@ def test_members_trained_on_other_images_are_refused(tiny_dataset, tmp_path, mem
             ensemble.main([*argv, "--out", str(tmp_path / "e.pth")])
         assert exc.value.code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "e.pth").exists()
+
+
+def test_members_may_see_different_channels_each_gets_its_own(tiny_dataset, tmp_path, members, capsys):
+    """A gray member and a green one: the ensemble's input has one channel per kind, each member
+    reads its own, and the maps equal the average of the members' own maps (torch and ONNX)."""
+    import torch
+
+    import ensemble
+    import train
+
+    green = tmp_path / "green.pth"
+    train.main(["--root", str(tiny_dataset), *TINY, "--seed", "1", "--split-seed", "0", "--channel", "green",
+                "--out", str(green)])
+    out = tmp_path / "mix.pth"
+    ensemble.main([str(members[0]), str(green), str(members[1]), "--root", str(tiny_dataset), "--out", str(out)])
+    ckpt = torch.load(out, weights_only=True)
+    assert ckpt["preprocess"]["channel"] == ["gray", "green"] and ckpt["arch"]["inputs"] == [0, 1, 0]
+    seg, onnx = Segmenter.from_file(out), Segmenter.from_file(tmp_path / "mix.onnx")
+    singles = [Segmenter.from_file(m) for m in (members[0], green, members[1])]
+    logit = lambda p: np.log(np.clip(p, 1e-7, 1 - 1e-7) / np.clip(1 - p, 1e-7, 1))  # noqa: E731
+    for s in load_split(tiny_dataset, "DRIVE", "train"):
+        image = s.image.copy()
+        image[..., 1] = 255 - image[..., 1]  # green unlike gray: a member fed the wrong channel shows
+        want = 1 / (1 + np.exp(-sum(logit(m.probability(image, s.fov)) for m in singles) / 3))
+        got = seg.probability(image, s.fov)
+        assert np.allclose(got, want, atol=2e-3)
+        assert np.allclose(onnx.probability(image, s.fov), got, atol=1e-4)
+    # only the channel may differ, and a green member needs colour validation images
+    other = tmp_path / "eq.pth"
+    train.main(["--root", str(tiny_dataset), *TINY, "--split-seed", "0", "--enhance", "equalize", "--out", str(other)])
+    from imio import read_image, write_png
+
+    for p in (tiny_dataset / "DRIVE" / "train" / "image").iterdir():
+        write_png(p, read_image(p)[..., 0])
+    for argv, message in (([members[0], other], "only the channel may differ"), ([members[0], green], "gray image")):
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exc:
+            ensemble.main([*map(str, argv), "--root", str(tiny_dataset), "--out", str(tmp_path / "e.pth")])
+        assert exc.value.code == 2 and message in capsys.readouterr().err

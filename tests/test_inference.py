@@ -289,6 +289,29 @@ def test_the_channel_named_in_the_model_is_what_the_network_sees():
         assert np.allclose(net.inputs[0][0, 0, :61, :75], want / 255.0, atol=1e-6), pre
 
 
+def test_a_list_of_channels_gives_the_network_one_input_channel_each():
+    """preprocess "channel": ["gray", "green"] (an ensemble of gray and green members): the network
+    gets N x 2 x H x W, gray then green, each enhanced, tiled like one channel (not transposed)."""
+    from preprocess import clahe, to_gray
+
+    img, _, fov = disc_image(61, 75, 28)
+    img[..., 1] = 255 - img[..., 1]
+    net = _Recorder()
+    pre = {"method": "whole", "fov_diameter": 20, "enhance": "clahe", "channel": ["gray", "green"]}
+    Segmenter(net, pre, rescale=False).probability(img, fov)
+    x = net.inputs[0]
+    assert x.shape[:2] == (1, 2)
+    assert np.allclose(x[0, 0, :61, :75], clahe(to_gray(img)) / 255.0, atol=1e-6)
+    assert np.allclose(x[0, 1, :61, :75], clahe(img[..., 1]) / 255.0, atol=1e-6)
+    two = np.dstack([to_gray(img), img[..., 1]])  # several windows: each tile keeps both channels in place
+
+    class Second(_Recorder):
+        def __call__(self, x):
+            return np.ascontiguousarray(x[:, 1:2])
+
+    assert np.allclose(tiled_predict(Second(), two, 32, margin=4), img[..., 1] / 255.0, atol=1e-6)
+
+
 def test_no_trace_asked_no_tiles_kept(monkeypatch):
     import inference
 
