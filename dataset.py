@@ -137,9 +137,10 @@ def read_patch_manifest(folder):
         return {row["patch"]: row for row in csv.DictReader(f)}
 
 
-def check_colour(samples, channel, where):
-    """--channel green needs colour photographs: refuse gray ones (e.g. after RGB2gray.py)."""
+def check_colour(samples, where, needs):
+    """Refuse gray images where ``needs`` (a model or option that uses the green channel) needs the
+    colour photographs (RGB2gray.py converts them in place)."""
     gray = [s.name for s in samples if s.image.ndim == 2]
-    if channel != "gray" and gray:
-        raise UserError(f"{where}: {gray[0]} is a gray image, but --channel {channel} needs colour photographs "
+    if gray:
+        raise UserError(f"{where}: {gray[0]} is a gray image, but {needs} needs the colour photographs "
                         f"(RGB2gray.py converts them in place; run prepare_data.py again for the colour ones)")

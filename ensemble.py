@@ -85,7 +85,7 @@ def main(argv=None):
     if any(c != "gray" for c in channels):
         from dataset import check_colour
 
-        check_colour(samples, "green", f"{args.root}: validation images")
+        check_colour(samples, f"{args.root}: validation images", "a member trained with --channel green")
     m = validate(model, preprocess, samples)
     for path, ck in zip(args.members, ckpts):
         print(f"{path}: val F1 {ck['info'].get('val_f1', float('nan')):.4f} "

@@ -126,6 +126,11 @@ def main(argv=None):
         seg = Segmenter.from_file(args.weights, flip=args.tta, device=args.device, detail=args.detail)
         threshold = seg.threshold if args.threshold is None else args.threshold
         method, detail = seg.pre["method"], seg.detail
+        if seg.needs_colour:  # a benchmark figure from gray images would silently be another model's
+            from dataset import check_colour
+
+            check_colour(samples, split_dir(args.root, args.dataset, args.split) / "image",
+                         f"{args.weights} (it reads the green channel)")
         # under torchrun each process segments every WORLD_SIZE-th image; rank 0 pools them all
         rank, size, _ = distributed.world()
         mine = list(range(len(samples)))[rank::size]

@@ -163,6 +163,12 @@ class Segmenter:
         # times that scale (more of its thin vessels kept); 1: always at the training scale
         self.detail = float(self.pre.get("detail", 1.0) if detail is None else detail)
 
+    @property
+    def needs_colour(self):
+        """Whether the network looks at a colour channel (green), not only the gray level."""
+        channel = self.pre.get("channel", "gray")
+        return any(c != "gray" for c in ([channel] if isinstance(channel, str) else channel))
+
     @classmethod
     def from_file(cls, path, hint="", device="cpu", **kw):
         net, meta = load_net(path, hint, device)
@@ -294,11 +300,16 @@ def prediction_main(default_weights, doc, train_hint):
         todo = [j for j in jobs if j not in skipped]
         mine = distributed.shard(todo)
         failed, times = [], []
+        warned_gray = False
         single = total == 1 and size == 1
         for src, dst in tqdm(mine, desc="segmenting", disable=None if len(mine) > 1 and rank == 0 else True,
                              file=sys.stderr):
             try:
                 image = read_image(src)
+                if image.ndim == 2 and seg.needs_colour and not warned_gray:
+                    warn(f"{src.name} is a gray image: {Path(args.weights).name} also reads the green channel of "
+                         f"colour photographs, and sees the gray level instead (results may be a little worse)")
+                    warned_gray = True
                 t0 = time.perf_counter()
                 prob, mask = seg.segment(image)
                 times.append(time.perf_counter() - t0)

@@ -47,7 +47,8 @@ def to_scale(sample, diameter, channel="gray"):
 def main(argv=None):
     args = parse_training_args(build_parser(), argv)
     samples = load_split(args.root, args.dataset, "train")
-    check_colour(samples, args.channel, f"{args.dataset}/train/image")
+    if args.channel != "gray":
+        check_colour(samples, f"{args.dataset}/train/image", f"--channel {args.channel}")
     train_names, val_names = split_validation([s.name for s in samples], args.val_count, args.split_seed)
     train = [s for s in samples if s.name in train_names]
     val = [s for s in samples if s.name in val_names]
@@ -55,7 +56,8 @@ def main(argv=None):
     pairs = [(to_gray(s.image, args.channel), s.label) for s in train]  # DATASET itself at its native resolution
     for other in args.also:
         extra = load_split(args.root, other, "train")
-        check_colour(extra, args.channel, f"{other}/train/image")
+        if args.channel != "gray":
+            check_colour(extra, f"{other}/train/image", f"--channel {args.channel}")
         count = round(len(extra) * args.val_count / len(samples))
         keep, held = split_validation([s.name for s in extra], count, args.split_seed)
         pairs += [to_scale(s, diameter, args.channel) for s in extra if s.name in keep]

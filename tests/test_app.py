@@ -72,6 +72,9 @@ def test_how_it_works_shows_every_stage_of_both_methods(app):
     assert "9 overlapping 256x256 windows" in captions[3]
     assert patch[2][0].shape == (512, 512) and patch[-1][0].shape == (584, 565)
     assert [c.split(".")[0] for _, c in whole] == ["1", "2", "3", "4", "5"] and "CLAHE" in whole[1][1]
+    # the shipped pair reads gray and green: both planes are shown, side by side, and named
+    assert whole[0][1].startswith("1. gray | green channels") and whole[0][0].shape == (584, 2 * 565)
+    assert whole[1][0].shape == (584, 2 * 565) and whole[2][0].shape == (584, 565)
     # the last stage is the method's real result
     seg = Segmenter.from_file(REPO / "UNet_patch_equalized_patch_256_50.onnx")
     assert np.array_equal(patch[-1][0] > 0, seg.segment(read_image(SAMPLE))[1])

@@ -124,3 +124,18 @@ def test_members_may_see_different_channels_each_gets_its_own(tiny_dataset, tmp_
         with pytest.raises(SystemExit) as exc:
             ensemble.main([*map(str, argv), "--root", str(tiny_dataset), "--out", str(tmp_path / "e.pth")])
         assert exc.value.code == 2 and message in capsys.readouterr().err
+    # gray photographs: a benchmark with such a model refuses them; prediction warns and goes on
+    import evaluate
+    import predict
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        evaluate.main(["--root", str(tiny_dataset), "--split", "train", "--weights", str(out), "--out", str(tmp_path / "ev")])
+    assert exc.value.code == 2 and "reads the green channel" in capsys.readouterr().err
+    evaluate.main(["--root", str(tiny_dataset), "--split", "train", "--weights", str(members[0]), "--out", str(tmp_path / "ev")])
+    photo = next((tiny_dataset / "DRIVE" / "train" / "image").iterdir())
+    for weights, warned in ((out, True), (members[0], False)):
+        capsys.readouterr()
+        predict.main(["--input", str(photo), "--weights", str(weights), "--output", str(tmp_path / "pr")])
+        assert ("is a gray image" in capsys.readouterr().err) == warned
+        assert (tmp_path / "pr" / photo.name).is_file()
