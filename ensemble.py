@@ -9,6 +9,14 @@ evaluate.py, the web app; an .onnx is written beside it). The members must share
 preprocessing, training and validation images; the threshold is chosen again on those validation
 images (the pooled F1 optimum, as training does), never on test images. Inference costs the sum
 of the members' time.
+
+Members may differ in the channel they read (``train.py --channel green``): the shipped UNet.pth is
+
+    python train.py --augment strong --out UNet_strong.pth
+    python train.py --channel green --out UNet_green.pth        # from the colour images
+    python ensemble.py UNet_strong.pth UNet_green.pth --out UNet.pth
+
+and its input then has one channel per kind (gray, green), each member reading its own.
 """
 import argparse
 import sys

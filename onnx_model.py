@@ -53,7 +53,8 @@ def export(weights, out=None):
         warnings.simplefilter("ignore")
         # dynamo=False: the TorchScript exporter gives a graph that runs at every aligned size
         # (the torch.export one failed at run time on some sizes, see the README)
-        torch.onnx.export(WithSigmoid(model).eval(), torch.zeros(1, getattr(model, "in_channels", None) or model.arch.get("in_channels", 1), side, side), buf, dynamo=False,
+        channels = getattr(model, "in_channels", None) or model.arch.get("in_channels", 1)  # an ensemble: 1 per kind
+        torch.onnx.export(WithSigmoid(model).eval(), torch.zeros(1, channels, side, side), buf, dynamo=False,
                           input_names=["image"], output_names=["prob"], opset_version=OPSET,
                           dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"},
                                         "prob": {0: "batch", 2: "height", 3: "width"}})
