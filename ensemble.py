@@ -55,6 +55,7 @@ def main(argv=None):
     if len(args.members) < 2:
         raise UserError("an ensemble needs two or more checkpoints")
 
+    from preprocess import reads_colour
     from trainer import check_output, export_onnx_beside, validate
     from unet import build_model, checkpoint_dict, read_checkpoint, save_checkpoint
 
@@ -80,8 +81,6 @@ def main(argv=None):
     preprocess = dict(first["preprocess"])
     arch = dict(first["arch"], members=len(ckpts))
     if len(set(channels)) > 1:  # members that see different channels: one input channel each kind
-        if first["arch"].get("in_channels", 1) != 1:
-            raise UserError(f"{args.members[0]}: members seeing different channels must take one input channel")
         kinds = list(dict.fromkeys(channels))
         preprocess["channel"] = kinds
         arch["inputs"] = [kinds.index(c) for c in channels]
@@ -90,7 +89,7 @@ def main(argv=None):
         member.load_state_dict(ck["state_dict"])
     model.eval()
     samples = validation_samples(args.root, first["info"])
-    if any(c != "gray" for c in channels):
+    if reads_colour(preprocess.get("channel", "gray")):
         from dataset import check_colour
 
         check_colour(samples, f"{args.root}: validation images", "a member trained with --channel green")

@@ -25,7 +25,8 @@ import numpy as np
 
 from allocator import tune_malloc
 from cli import UserError
-from preprocess import as_image, enhance, equalize, estimate_fov, fov_diameter, rescale, resize, to_channels
+from preprocess import (as_image, enhance, equalize, estimate_fov, fov_diameter, reads_colour, rescale, resize,
+                        to_channels)
 
 MAX_UPSCALE = 4.0  # largest rescaling factor of the whole-image method
 MAX_WORK_SIDE = 4096  # ... and largest side of the rescaled image
@@ -166,8 +167,7 @@ class Segmenter:
     @property
     def needs_colour(self):
         """Whether the network looks at a colour channel (green), not only the gray level."""
-        channel = self.pre.get("channel", "gray")
-        return any(c != "gray" for c in ([channel] if isinstance(channel, str) else channel))
+        return reads_colour(self.pre.get("channel", "gray"))
 
     @classmethod
     def from_file(cls, path, hint="", device="cpu", **kw):

@@ -77,6 +77,11 @@ def to_channels(img, channel="gray"):
     return np.dstack([to_gray(img, c) for c in channel])
 
 
+def reads_colour(channel):
+    """Whether a model's ``channel`` (a name or a list of names) uses more than the gray level."""
+    return any(c != "gray" for c in ([channel] if isinstance(channel, str) else channel))
+
+
 def equalize(gray):
     """Global histogram equalization of a uint8 gray image (the original method)."""
     return cv2.equalizeHist(np.ascontiguousarray(gray))

@@ -109,8 +109,8 @@ class WNet(nn.Module):
 class Ensemble(nn.Module):
     """``members`` networks of one architecture, trained from different seeds on the same images;
     their logits are averaged. With ``inputs``, member i sees input channel ``inputs[i]`` (members
-    trained on different channels, e.g. gray and green). ``forward`` returns one logit map, so inference (and the ONNX export)
-    treats it like one U-Net."""
+    trained on different channels, e.g. gray and green). ``forward`` returns one logit map, so
+    inference (and the ONNX export) treats it like one U-Net."""
 
     def __init__(self, members=2, inputs=None, **arch):
         super().__init__()
@@ -146,7 +146,6 @@ def build_model(arch):
     members = arch.pop("members", 1)
     if members != 1:
         return Ensemble(members, **arch)
-    arch.pop("inputs", None)
     stages = arch.pop("stages", 1)
     return UNet(**arch) if stages == 1 else WNet(stages=stages, **arch)
 
