@@ -17,6 +17,14 @@ Members may differ in the channel they read (``train.py --channel green``): the 
     python ensemble.py UNet_strong.pth UNet_green.pth --out UNet.pth
 
 and its input then has one channel per kind (gray, green), each member reading its own.
+
+A refit (members trained again on all training images, ``train.py --val-count 0``) leaves no
+image to choose a threshold on; it takes the threshold of the ensemble it refits, which was chosen
+on validation images, and records where it came from:
+
+    python train.py --augment strong --val-count 0 --out all_strong.pth
+    python train.py --channel green --val-count 0 --out all_green.pth
+    python ensemble.py all_strong.pth all_green.pth --threshold-from UNet.pth --out UNet_refit.pth
 """
 import argparse
 import sys
@@ -44,6 +52,23 @@ def validation_samples(root, info):
     return samples
 
 
+def refit_reference(path, arch, preprocess, info):
+    """The checkpoint whose threshold a refit ensemble takes: the same design, trained and validated
+    on exactly the images the refit members were trained on."""
+    from unet import read_checkpoint
+
+    ref = read_checkpoint(path)
+    if ref["arch"] != arch or ref["preprocess"] != preprocess:
+        raise UserError(f"--threshold-from {path}: not the same ensemble design (members, their order and channels, "
+                        "preprocessing)")
+    seen = set(ref["info"].get("train_images", [])) | set(ref["info"].get("val_images", []))
+    if not ref["info"].get("val_images") or ref["info"].get("trained_on") != info.get("trained_on") \
+            or seen != set(info.get("train_images", [])):
+        raise UserError(f"--threshold-from {path}: its training and validation images are not the members' "
+                        "training images")
+    return ref
+
+
 @run_main
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -51,6 +76,10 @@ def main(argv=None):
     p.add_argument("--out", default="UNet_ensemble.pth", help="weights file to write (default: %(default)s)")
     p.add_argument("--root", default=".", help="folder holding the dataset the members were trained on "
                                                "(default: current folder)")
+    p.add_argument("--threshold-from", metavar="REF.pth",
+                   help="take the threshold of REF.pth, an ensemble of the same design whose training and "
+                        "validation images together are the members' training images (a refit), instead of "
+                        "choosing it on validation images")
     args = p.parse_args(argv)
     if len(args.members) < 2:
         raise UserError("an ensemble needs two or more checkpoints")
@@ -75,8 +104,9 @@ def main(argv=None):
         for key in ("trained_on", "train_images", "val_images"):
             if ck["info"].get(key) != first["info"].get(key):
                 raise UserError(f"{path}: {key} differ from {args.members[0]}'s (train with the same --split-seed)")
-    if not first["info"].get("val_images"):
-        raise UserError(f"{args.members[0]}: no validation images recorded; the threshold cannot be chosen")
+    if not first["info"].get("val_images") and not args.threshold_from:
+        raise UserError(f"{args.members[0]}: no validation images recorded; the threshold cannot be chosen "
+                        "(a refit: --threshold-from the ensemble it refits)")
 
     preprocess = dict(first["preprocess"])
     arch = dict(first["arch"], members=len(ckpts))
@@ -88,23 +118,33 @@ def main(argv=None):
     for member, ck in zip(model.members, ckpts):
         member.load_state_dict(ck["state_dict"])
     model.eval()
-    samples = validation_samples(args.root, first["info"])
-    if reads_colour(preprocess.get("channel", "gray")):
-        from dataset import check_colour
+    if args.threshold_from:
+        ref = refit_reference(args.threshold_from, arch, preprocess, first["info"])
+        m = {"val_threshold": ref["threshold"]}
+        print(f"threshold {ref['threshold']:.3f} from {args.threshold_from} (chosen on its validation images "
+              f"{', '.join(ref['info']['val_images'])})", file=sys.stderr)
+    else:
+        samples = validation_samples(args.root, first["info"])
+        if reads_colour(preprocess.get("channel", "gray")):
+            from dataset import check_colour
 
-        check_colour(samples, f"{args.root}: validation images", "a member trained with --channel green")
-    m = validate(model, preprocess, samples)
-    for path, ck in zip(args.members, ckpts):
-        print(f"{path}: val F1 {ck['info'].get('val_f1', float('nan')):.4f} "
-              f"AUC {ck['info'].get('val_auc', float('nan')):.4f}", file=sys.stderr)
-    print(f"ensemble of {len(ckpts)}: val F1 {m['val_f1']:.4f} AUC {m['val_auc']:.4f}, "
-          f"threshold {m['val_threshold']:.3f}", file=sys.stderr)
+            check_colour(samples, f"{args.root}: validation images", "a member trained with --channel green")
+        m = validate(model, preprocess, samples)
+        for path, ck in zip(args.members, ckpts):
+            print(f"{path}: val F1 {ck['info'].get('val_f1', float('nan')):.4f} "
+                  f"AUC {ck['info'].get('val_auc', float('nan')):.4f}", file=sys.stderr)
+        print(f"ensemble of {len(ckpts)}: val F1 {m['val_f1']:.4f} AUC {m['val_auc']:.4f}, "
+              f"threshold {m['val_threshold']:.3f}", file=sys.stderr)
     keep = ("trained_on", "train_images", "val_images", "dataset")
     info = {k: first["info"][k] for k in keep if k in first["info"]}
     info["members"] = [{"file": Path(path).name, **{k: ck["info"][k] for k in ("seed", "epochs", "best_epoch", "val_f1",
                                                                                "val_auc") if k in ck["info"]}}
                        for path, ck in zip(args.members, ckpts)]
-    info.update(val_f1=m["val_f1"], val_auc=m["val_auc"])
+    if args.threshold_from:
+        info["threshold_from"] = {"file": Path(args.threshold_from).name,
+                                  **{k: ref["info"][k] for k in ("val_images", "val_f1", "val_auc") if k in ref["info"]}}
+    else:
+        info.update(val_f1=m["val_f1"], val_auc=m["val_auc"])
     save_checkpoint(out, checkpoint_dict(model, preprocess, m["val_threshold"], info))
     export_onnx_beside(out)
     print(f"weights in {out}", file=sys.stderr)

@@ -139,3 +139,43 @@ def test_members_may_see_different_channels_each_gets_its_own(tiny_dataset, tmp_
         predict.main(["--input", str(photo), "--weights", str(weights), "--output", str(tmp_path / "pr")])
         assert ("is a gray image" in capsys.readouterr().err) == warned
         assert (tmp_path / "pr" / photo.name).is_file()
+
+
+def test_a_refit_takes_the_threshold_of_the_ensemble_it_refits(tiny_dataset, tmp_path, members, capsys):
+    """Members trained on all images (--val-count 0) leave nothing to choose a threshold on: it comes
+    from the validated ensemble of the same design whose training + validation images they saw."""
+    import torch
+
+    import ensemble
+    import train
+
+    ref = tmp_path / "ref.pth"
+    ensemble.main([*map(str, members), "--root", str(tiny_dataset), "--out", str(ref)])
+    ref_ck = torch.load(ref, weights_only=True)
+    refit = []
+    for seed in (0, 1):
+        out = tmp_path / f"all{seed}.pth"
+        train.main(["--root", str(tiny_dataset), *TINY, "--val-count", "0", "--seed", str(seed), "--out", str(out)])
+        refit.append(str(out))
+    out = tmp_path / "refit.pth"
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:  # no validation images and no reference
+        ensemble.main([*refit, "--root", str(tiny_dataset), "--out", str(out)])
+    assert exc.value.code == 2 and "--threshold-from" in capsys.readouterr().err
+    ensemble.main([*refit, "--threshold-from", str(ref), "--out", str(out)])
+    ck = torch.load(out, weights_only=True)
+    assert ck["threshold"] == ref_ck["threshold"] and ck["info"]["train_images"] == sorted(
+        ref_ck["info"]["train_images"] + ref_ck["info"]["val_images"])
+    assert ck["info"]["threshold_from"]["file"] == "ref.pth" and "val_f1" not in ck["info"]
+    assert ck["info"]["threshold_from"]["val_images"] == ref_ck["info"]["val_images"]
+    assert np.isclose(Segmenter.from_file(tmp_path / "refit.onnx").threshold, ref_ck["threshold"])
+    # a reference of another design, or trained on other images, is refused
+    three = tmp_path / "three.pth"
+    ensemble.main([*map(str, members), str(members[0]), "--root", str(tiny_dataset), "--out", str(three)])
+    for argv, message in (([*refit, "--threshold-from", str(three)], "same ensemble design"),
+                          ([*map(str, members), "--threshold-from", str(ref)], "not the members' training images")):
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exc:
+            ensemble.main([*argv, "--out", str(tmp_path / "x.pth")])
+        assert exc.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "x.pth").exists()
