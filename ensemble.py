@@ -52,23 +52,6 @@ def validation_samples(root, info):
     return samples
 
 
-def refit_reference(path, arch, preprocess, info):
-    """The checkpoint whose threshold a refit ensemble takes: the same design, trained and validated
-    on exactly the images the refit members were trained on."""
-    from unet import read_checkpoint
-
-    ref = read_checkpoint(path)
-    if ref["arch"] != arch or ref["preprocess"] != preprocess:
-        raise UserError(f"--threshold-from {path}: not the same ensemble design (members, their order and channels, "
-                        "preprocessing)")
-    seen = set(ref["info"].get("train_images", [])) | set(ref["info"].get("val_images", []))
-    if not ref["info"].get("val_images") or ref["info"].get("trained_on") != info.get("trained_on") \
-            or seen != set(info.get("train_images", [])):
-        raise UserError(f"--threshold-from {path}: its training and validation images are not the members' "
-                        "training images")
-    return ref
-
-
 @run_main
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -85,7 +68,7 @@ def main(argv=None):
         raise UserError("an ensemble needs two or more checkpoints")
 
     from preprocess import reads_colour
-    from trainer import check_output, export_onnx_beside, validate
+    from trainer import check_output, export_onnx_beside, refit_record, refit_reference, validate
     from unet import build_model, checkpoint_dict, read_checkpoint, save_checkpoint
 
     out = Path(args.out)
@@ -141,8 +124,7 @@ def main(argv=None):
                                                                                "val_auc") if k in ck["info"]}}
                        for path, ck in zip(args.members, ckpts)]
     if args.threshold_from:
-        info["threshold_from"] = {"file": Path(args.threshold_from).name,
-                                  **{k: ref["info"][k] for k in ("val_images", "val_f1", "val_auc") if k in ref["info"]}}
+        info["threshold_from"] = refit_record(args.threshold_from, ref)
     else:
         info.update(val_f1=m["val_f1"], val_auc=m["val_auc"])
     save_checkpoint(out, checkpoint_dict(model, preprocess, m["val_threshold"], info))

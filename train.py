@@ -5,6 +5,9 @@
     torchrun --standalone --nproc_per_node=2 train.py      # data-parallel (GPUs or CPU processes)
 
 A validation subset of the training images (--val-count) selects the checkpoint and threshold.
+A refit trains the chosen recipe again on all of them and takes the validated run's threshold:
+
+    python train.py --augment strong --val-count 0 --threshold-from UNet_strong.pth --out UNet_strong_all.pth
 --also STARE adds another dataset's training images (rescaled by their FOV to DATASET's scale;
 the same share of them held out for validation): one model for photographs from more cameras.
 """
@@ -12,11 +15,11 @@ import argparse
 
 import numpy as np
 
-from cli import bounded, run_main
+from cli import UserError, bounded, run_main
 from dataset import check_colour, load_split
 from inference import work_scale
 from preprocess import CHANNELS, ENHANCERS, enhance, fov_diameter, rescale, to_gray
-from trainer import add_training_args, fit, parse_training_args, split_validation
+from trainer import add_training_args, fit, parse_training_args, refit_reference, split_validation
 
 
 def build_parser():
@@ -33,6 +36,10 @@ def build_parser():
     p.add_argument("--also", nargs="+", default=[], metavar="DATASET",
                    help="also train on these datasets' training images (e.g. STARE), rescaled to DATASET's FOV scale; "
                         "the same share of each is held out for validation")
+    p.add_argument("--threshold-from", metavar="REF.pth",
+                   help="a refit (--val-count 0): store the threshold of REF.pth, the same recipe trained with "
+                        "validation images, instead of 0.5 (REF's training and validation images must be this run's "
+                        "training images)")
     return p
 
 
@@ -82,7 +89,15 @@ def main(argv=None):
     else:
         images = [enhance(gray, args.enhance) for gray, _ in pairs]
     info = {"trained_on": "+".join([args.dataset, *args.also]), "train_images": train_names, "val_images": val_names}
-    fit(args, images, [label for _, label in pairs], val, preprocess, info, look)
+    threshold_from = None
+    if args.threshold_from:
+        if val_names:
+            raise UserError("--threshold-from is for a refit on all training images: add --val-count 0")
+        from unet import build_model
+
+        arch = build_model({"in_channels": 1, "width": args.width, "depth": args.depth, "stages": args.stages}).arch
+        threshold_from = (args.threshold_from, refit_reference(args.threshold_from, arch, preprocess, info))
+    fit(args, images, [label for _, label in pairs], val, preprocess, info, look, threshold_from)
 
 
 if __name__ == "__main__":

@@ -140,6 +140,29 @@ def split_validation(names, count, seed):
     return [n for n in names if n not in held], sorted(held)
 
 
+def refit_reference(path, arch, preprocess, info):
+    """The checkpoint whose threshold a refit takes (``--threshold-from``): a model of the same design
+    (``arch``, ``preprocess``), trained and validated on exactly the images the refit trains on
+    (``info``), so its threshold was chosen on validation images for this very recipe."""
+    from unet import read_checkpoint
+
+    ref = read_checkpoint(path)
+    if ref["arch"] != arch or ref["preprocess"] != preprocess:
+        raise UserError(f"--threshold-from {path}: not the same design (architecture, ensemble members and their "
+                        "channels, preprocessing)")
+    seen = set(ref["info"].get("train_images", [])) | set(ref["info"].get("val_images", []))
+    if not ref["info"].get("val_images") or ref["info"].get("trained_on") != info.get("trained_on") \
+            or seen != set(info.get("train_images", [])):
+        raise UserError(f"--threshold-from {path}: its training and validation images are not the refit's "
+                        "training images")
+    return ref
+
+
+def refit_record(path, ref):
+    """What a refit's weights say of the threshold they took: the file and the images it was chosen on."""
+    return {"file": Path(path).name, **{k: ref["info"][k] for k in ("val_images", "val_f1", "val_auc") if k in ref["info"]}}
+
+
 def validate(model, preprocess, samples):
     """Pooled validation F1 at its best threshold, and AUC-ROC, inside the FOV."""
     seg = Segmenter(model, preprocess)
@@ -230,10 +253,12 @@ class StopAfterStep:
         return False
 
 
-def fit(args, images, labels, val_samples, preprocess, info, look=None):
+def fit(args, images, labels, val_samples, preprocess, info, look=None, threshold_from=None):
     """Train a U-Net on uint8 gray ``images``/bool ``labels``; returns the best validation metrics (rank 0).
 
-    ``look``: a ``training_data.CameraLook`` that alters and enhances each (not yet enhanced) image."""
+    ``look``: a ``training_data.CameraLook`` that alters and enhances each (not yet enhanced) image.
+    ``threshold_from``: with no validation images (a refit), ``(path, checkpoint)`` of the validated
+    model whose threshold the last epoch's model takes (``refit_reference``); else 0.5."""
     if args.threads:
         torch.set_num_threads(args.threads)
     tune_malloc()
@@ -378,8 +403,14 @@ def fit(args, images, labels, val_samples, preprocess, info, look=None):
                 print("\ninterrupted before the first epoch ended; nothing to resume", file=sys.stderr)
         raise SystemExit(130)
     if main:
-        if not val_samples:  # no validation images: keep the last model with threshold 0.5
-            save_checkpoint(out, checkpoint_dict(model, preprocess, 0.5, dict(info, **run_config, best_epoch=args.epochs)))
+        if not val_samples:  # no validation images: keep the last model, threshold 0.5 or a reference's
+            final = dict(info, **run_config, best_epoch=args.epochs)
+            threshold = 0.5
+            if threshold_from is not None:
+                path, ref = threshold_from
+                threshold = ref["threshold"]
+                final["threshold_from"] = refit_record(path, ref)
+            save_checkpoint(out, checkpoint_dict(model, preprocess, threshold, final))
             best = {"epoch": args.epochs}
         export_onnx_beside(out)
         print(f"done in {time.time() - t_start:.0f} s; best epoch {best.get('epoch')}: "

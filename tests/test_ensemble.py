@@ -172,8 +172,8 @@ def test_a_refit_takes_the_threshold_of_the_ensemble_it_refits(tiny_dataset, tmp
     # a reference of another design, or trained on other images, is refused
     three = tmp_path / "three.pth"
     ensemble.main([*map(str, members), str(members[0]), "--root", str(tiny_dataset), "--out", str(three)])
-    for argv, message in (([*refit, "--threshold-from", str(three)], "same ensemble design"),
-                          ([*map(str, members), "--threshold-from", str(ref)], "not the members' training images")):
+    for argv, message in (([*refit, "--threshold-from", str(three)], "not the same design"),
+                          ([*map(str, members), "--threshold-from", str(ref)], "not the refit's training images")):
         capsys.readouterr()
         with pytest.raises(SystemExit) as exc:
             ensemble.main([*argv, "--out", str(tmp_path / "x.pth")])

@@ -9,6 +9,34 @@ from metrics import best_threshold, binary_metrics, pooled
 TINY = ["--epochs", "3", "--width", "4", "--depth", "3", "--val-count", "1", "--val-every", "1", "--batch-size", "2"]
 
 
+def test_a_refit_on_all_images_keeps_the_last_epoch_and_takes_the_validated_runs_threshold(tiny_dataset, tmp_path,
+                                                                                          capsys):
+    import torch
+
+    import train
+
+    ref, out = tmp_path / "ref.pth", tmp_path / "all.pth"
+    train.main(["--root", str(tiny_dataset), *TINY, "--out", str(ref)])
+    ref_ck = torch.load(ref, weights_only=True)
+    assert ref_ck["threshold"] != 0.5
+    train.main(["--root", str(tiny_dataset), *TINY, "--val-count", "0", "--threshold-from", str(ref), "--out", str(out)])
+    ck = torch.load(out, weights_only=True)
+    assert ck["threshold"] == ref_ck["threshold"] and ck["info"]["best_epoch"] == 3 and ck["info"]["val_images"] == []
+    assert sorted(ck["info"]["train_images"]) == sorted(ref_ck["info"]["train_images"] + ref_ck["info"]["val_images"])
+    assert ck["info"]["threshold_from"] == {"file": "ref.pth", "val_images": ref_ck["info"]["val_images"],
+                                            "val_f1": ref_ck["info"]["val_f1"], "val_auc": ref_ck["info"]["val_auc"]}
+    train.main(["--root", str(tiny_dataset), *TINY, "--val-count", "0", "--out", str(tmp_path / "plain.pth")])
+    assert torch.load(tmp_path / "plain.pth", weights_only=True)["threshold"] == 0.5  # no reference: 0.5
+    for extra, message in ((["--threshold-from", str(ref)], "add --val-count 0"),  # still holding images out
+                           (["--val-count", "0", "--width", "5", "--threshold-from", str(ref)], "not the same design"),
+                           (["--val-count", "0", "--threshold-from", str(out)], "not the refit's training images")):
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exc:
+            train.main(["--root", str(tiny_dataset), *TINY, *extra, "--out", str(tmp_path / "x.pth")])
+        assert exc.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "x.pth").exists()
+
+
 def test_stored_threshold_is_the_f1_optimum_on_the_validation_maps(tiny_dataset, tmp_path):
     import torch
 
@@ -54,7 +82,7 @@ def test_also_adds_another_cameras_images_at_the_first_datasets_scale(tiny_datas
         for sub, arr in (("image", img), ("label", lab), ("mask", fov)):
             write_png(tiny_dataset / "STARE" / "train" / sub / f"{i:02d}_training.png", arr)
     seen = {}
-    monkeypatch.setattr(train, "fit", lambda args, images, labels, val, pre, info, look=None: seen.update(
+    monkeypatch.setattr(train, "fit", lambda args, images, labels, val, pre, info, look=None, threshold_from=None: seen.update(
         images=images, labels=labels, val=val, pre=pre, info=info))
     train.main(["--root", str(tiny_dataset), "--val-count", "1", "--also", "STARE"])
     drive = [s for s in load_split(tiny_dataset, "DRIVE", "train")]
@@ -73,7 +101,7 @@ def test_split_seed_keeps_the_validation_images_of_another_seed(tiny_dataset, mo
     import train
 
     seen = {}
-    monkeypatch.setattr(train, "fit", lambda args, images, labels, val, pre, info, look=None: seen.update(
+    monkeypatch.setattr(train, "fit", lambda args, images, labels, val, pre, info, look=None, threshold_from=None: seen.update(
         val=info["val_images"], seed=args.seed))
     root = ["--root", str(tiny_dataset), "--val-count", "1"]
 
@@ -92,7 +120,7 @@ def test_channel_green_trains_on_the_green_plane_and_says_so_in_the_weights(tiny
     from preprocess import clahe, to_gray
 
     seen = {}
-    monkeypatch.setattr(train, "fit", lambda args, images, labels, val, pre, info, look=None: seen.update(images=images, pre=pre))
+    monkeypatch.setattr(train, "fit", lambda args, images, labels, val, pre, info, look=None, threshold_from=None: seen.update(images=images, pre=pre))
     root = ["--root", str(tiny_dataset), "--val-count", "1"]
     samples = {s.name: s.image for s in load_split(tiny_dataset, "DRIVE", "train")}
     train.main(root)
@@ -123,7 +151,7 @@ def test_augment_camera_hands_the_unenhanced_images_and_the_enhancement_to_the_l
     from training_data import CameraLook
 
     seen = {}
-    monkeypatch.setattr(train, "fit", lambda args, images, labels, val, pre, info, look=None: seen.update(
+    monkeypatch.setattr(train, "fit", lambda args, images, labels, val, pre, info, look=None, threshold_from=None: seen.update(
         images=images, look=look))
     root = ["--root", str(tiny_dataset), "--val-count", "1"]
     grays = [to_gray(s.image) for s in load_split(tiny_dataset, "DRIVE", "train")]
