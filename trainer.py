@@ -413,7 +413,8 @@ def fit(args, images, labels, val_samples, preprocess, info, look=None, threshol
             save_checkpoint(out, checkpoint_dict(model, preprocess, threshold, final))
             best = {"epoch": args.epochs}
         export_onnx_beside(out)
-        print(f"done in {time.time() - t_start:.0f} s; best epoch {best.get('epoch')}: "
-              f"val F1 {best.get('val_f1', float('nan')):.4f}; weights in {out}", file=sys.stderr)
+        kept = (f"best epoch {best['epoch']}: val F1 {best['val_f1']:.4f}" if val_samples else
+                f"kept the last epoch (no validation images), threshold {threshold:.3f}")
+        print(f"done in {time.time() - t_start:.0f} s; {kept}; weights in {out}", file=sys.stderr)
     distributed.shutdown()
     return best
