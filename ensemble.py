@@ -103,8 +103,8 @@ def main(argv=None):
     model.eval()
     if args.threshold_from:
         ref = refit_reference(args.threshold_from, arch, preprocess, first["info"])
-        m = {"val_threshold": ref["threshold"]}
-        print(f"threshold {ref['threshold']:.3f} from {args.threshold_from} (chosen on its validation images "
+        threshold, chosen = ref["threshold"], {"threshold_from": refit_record(args.threshold_from, ref)}
+        print(f"threshold {threshold:.3f} from {args.threshold_from} (chosen on its validation images "
               f"{', '.join(ref['info']['val_images'])})", file=sys.stderr)
     else:
         samples = validation_samples(args.root, first["info"])
@@ -118,16 +118,14 @@ def main(argv=None):
                   f"AUC {ck['info'].get('val_auc', float('nan')):.4f}", file=sys.stderr)
         print(f"ensemble of {len(ckpts)}: val F1 {m['val_f1']:.4f} AUC {m['val_auc']:.4f}, "
               f"threshold {m['val_threshold']:.3f}", file=sys.stderr)
+        threshold, chosen = m["val_threshold"], {"val_f1": m["val_f1"], "val_auc": m["val_auc"]}
     keep = ("trained_on", "train_images", "val_images", "dataset")
     info = {k: first["info"][k] for k in keep if k in first["info"]}
     info["members"] = [{"file": Path(path).name, **{k: ck["info"][k] for k in ("seed", "epochs", "best_epoch", "val_f1",
                                                                                "val_auc") if k in ck["info"]}}
                        for path, ck in zip(args.members, ckpts)]
-    if args.threshold_from:
-        info["threshold_from"] = refit_record(args.threshold_from, ref)
-    else:
-        info.update(val_f1=m["val_f1"], val_auc=m["val_auc"])
-    save_checkpoint(out, checkpoint_dict(model, preprocess, m["val_threshold"], info))
+    info.update(chosen)
+    save_checkpoint(out, checkpoint_dict(model, preprocess, threshold, info))
     export_onnx_beside(out)
     print(f"weights in {out}", file=sys.stderr)
 
