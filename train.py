@@ -56,7 +56,7 @@ def main(argv=None):
     samples = load_split(args.root, args.dataset, "train")
     if args.channel != "gray":
         check_colour(samples, f"{args.dataset}/train/image", f"--channel {args.channel}")
-    train_names, val_names = split_validation([s.name for s in samples], args.val_count, args.split_seed)
+    train_names, val_names = split_validation([s.name for s in samples], args.val_count, args.split_seed, args.fold)
     train = [s for s in samples if s.name in train_names]
     val = [s for s in samples if s.name in val_names]
     diameter = round(float(np.median([fov_diameter(s.fov) for s in samples])), 1)
@@ -66,7 +66,7 @@ def main(argv=None):
         if args.channel != "gray":
             check_colour(extra, f"{other}/train/image", f"--channel {args.channel}")
         count = round(len(extra) * args.val_count / len(samples))
-        keep, held = split_validation([s.name for s in extra], count, args.split_seed)
+        keep, held = split_validation([s.name for s in extra], count, args.split_seed, args.fold)
         pairs += [to_scale(s, diameter, args.channel) for s in extra if s.name in keep]
         val += [s for s in extra if s.name in held]  # validated like any photograph: the Segmenter rescales
         train_names += [f"{other}/{n}" for n in keep]

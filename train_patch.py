@@ -37,7 +37,7 @@ def main(argv=None):
     if missing:
         raise UserError(f"{folder / 'image' / missing[0]} is not listed in patches.csv: re-run split_training_set.py")
     sources = {name: row["source"] for name, row in manifest.items()}
-    train_names, val_names = split_validation(set(sources.values()), args.val_count, args.split_seed)
+    train_names, val_names = split_validation(set(sources.values()), args.val_count, args.split_seed, args.fold)
     equalized = all(png_text(p).get("equalized") == "1" for p, _, _ in pairs)
     if not equalized:
         warn(f"patches in {folder / 'image'} are not (all) histogram-equalized: run equalize_patch.py first; "

@@ -56,6 +56,11 @@ def add_training_args(parser, *, epochs, batch_size, lr, val_every, out):
     parser.add_argument("--width", type=bounded(int, 1, 256), default=8, help="U-Net channels at full resolution (default: %(default)s; the original: 64)")
     parser.add_argument("--depth", type=bounded(int, 2, 8), default=4, help="U-Net resolution levels (default: %(default)s; the original: 5)")
     parser.add_argument("--val-count", type=bounded(int, 0), default=4, help="training images held out for validation (default: %(default)s)")
+    parser.add_argument("--fold", type=bounded(int, 0), default=0,
+                        help="which --val-count images to hold out: fold K holds out the K-th of the disjoint sets "
+                             "drawn from --split-seed (0: the usual split); folds 0, 1, ... together hold out every "
+                             "image once, for a threshold chosen on all of them (--threshold-from FOLD0.pth "
+                             "FOLD1.pth ...; default: %(default)s)")
     parser.add_argument("--val-every", type=bounded(int, 1), default=val_every, help="validate every N epochs (default: %(default)s)")
     parser.add_argument("--dice-weight", type=bounded(float, 0), default=1.0,
                         help="weight of the soft-Dice term in the loss (cross-entropy weight 1; default: %(default)s)")
@@ -130,13 +135,22 @@ def seed_everything(seed):
     torch.manual_seed(seed)
 
 
-def split_validation(names, count, seed):
-    """Deterministically hold out ``count`` of the training image names for validation."""
+def split_validation(names, count, seed, fold=0):
+    """Deterministically hold out ``count`` of the training image names for validation.
+
+    Fold K holds out the K-th of disjoint sets drawn one after another from the same random stream,
+    so fold 0 is the split without folds and folds 0, 1, ... hold out every image once."""
     names = sorted(names)
     if count >= len(names):
         raise UserError(f"--val-count {count} leaves no training images (the set has {len(names)})")
+    if fold and (fold + 1) * count > len(names):
+        raise UserError(f"--fold {fold}: {len(names)} images make only {len(names) // max(count, 1)} folds of "
+                        f"--val-count {count} (0 to {len(names) // max(count, 1) - 1})")
     rng = np.random.default_rng(seed)
-    held = set(rng.choice(names, size=count, replace=False).tolist()) if count > 0 else set()
+    left, held = names, set()
+    for _ in range(fold + 1):
+        held = set(rng.choice(left, size=count, replace=False).tolist()) if count > 0 else set()
+        left = [n for n in left if n not in held]
     return [n for n in names if n not in held], sorted(held)
 
 
@@ -280,7 +294,7 @@ def fit(args, images, labels, val_samples, preprocess, info, look=None, threshol
     run_config = {k: getattr(args, k) for k in ("dataset", "epochs", "batch_size", "lr", "width", "depth",
                                                 "val_count", "val_every", "augment", "seed")}
     for key, default in (("dice_weight", 1.0), ("crop", 0), ("stages", 1), ("accumulate", 1), ("scale", [0.9, 1.1]),
-                         ("also", []), ("split_seed", args.seed), ("channel", "gray")):
+                         ("also", []), ("split_seed", args.seed), ("channel", "gray"), ("fold", 0)):
         if getattr(args, key, default) != default:  # recorded only when changed: older resume states stay valid
             run_config[key] = getattr(args, key)
     if world_size > 1:
