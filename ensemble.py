@@ -25,31 +25,17 @@ on validation images, and records where it came from:
     python train.py --augment strong --val-count 0 --out all_strong.pth
     python train.py --channel green --val-count 0 --out all_green.pth
     python ensemble.py all_strong.pth all_green.pth --threshold-from UNet.pth --out UNet_refit.pth
+
+or the threshold of several such ensembles, one per validation fold (``train.py --fold 0, 1, ...``),
+chosen on the maps each made of its own held-out images, pooled (every training image once):
+
+    python ensemble.py all_strong.pth all_green.pth --threshold-from pair_f0.pth pair_f1.pth ... --out UNet_refit.pth
 """
 import argparse
 import sys
 from pathlib import Path
 
 from cli import UserError, run_main
-
-
-def validation_samples(root, info):
-    """The validation images a checkpoint's ``info`` names (``OTHER/name`` for ``train.py --also``)."""
-    from dataset import load_split
-
-    primary = info["trained_on"].split("+")[0]
-    wanted = {}
-    for name in info["val_images"]:
-        dataset, _, stem = name.rpartition("/")
-        wanted.setdefault(dataset or primary, set()).add(stem)
-    samples = []
-    for dataset, stems in wanted.items():
-        found = [s for s in load_split(root, dataset, "train") if s.name in stems]
-        missing = stems - {s.name for s in found}
-        if missing:
-            raise UserError(f"{Path(root) / dataset / 'train'}: validation image {sorted(missing)[0]} not found")
-        samples += found
-    return samples
 
 
 @run_main
@@ -59,16 +45,17 @@ def main(argv=None):
     p.add_argument("--out", default="UNet_ensemble.pth", help="weights file to write (default: %(default)s)")
     p.add_argument("--root", default=".", help="folder holding the dataset the members were trained on "
                                                "(default: current folder)")
-    p.add_argument("--threshold-from", metavar="REF.pth",
+    p.add_argument("--threshold-from", metavar="REF.pth", nargs="+",
                    help="take the threshold of REF.pth, an ensemble of the same design whose training and "
                         "validation images together are the members' training images (a refit), instead of "
-                        "choosing it on validation images")
+                        "choosing it on validation images; several REFs trained with train.py --fold 0, 1, ...: "
+                        "the threshold is chosen on their out-of-fold maps of all training images, pooled")
     args = p.parse_args(argv)
     if len(args.members) < 2:
         raise UserError("an ensemble needs two or more checkpoints")
 
     from preprocess import reads_colour
-    from trainer import check_output, export_onnx_beside, refit_record, refit_reference, validate
+    from trainer import check_output, export_onnx_beside, refit_threshold, validate, validation_samples
     from unet import build_model, checkpoint_dict, read_checkpoint, save_checkpoint
 
     out = Path(args.out)
@@ -102,10 +89,11 @@ def main(argv=None):
         member.load_state_dict(ck["state_dict"])
     model.eval()
     if args.threshold_from:
-        ref = refit_reference(args.threshold_from, arch, preprocess, first["info"])
-        threshold, chosen = ref["threshold"], {"threshold_from": refit_record(args.threshold_from, ref)}
-        print(f"threshold {threshold:.3f} from {args.threshold_from} (chosen on its validation images "
-              f"{', '.join(ref['info']['val_images'])})", file=sys.stderr)
+        threshold, record = refit_threshold(args.threshold_from, arch, preprocess, first["info"], args.root)
+        chosen = {"threshold_from": record}
+        print(f"threshold {threshold:.3f} from {', '.join(args.threshold_from)} (chosen on "
+              f"{'their out-of-fold maps of' if len(args.threshold_from) > 1 else 'its validation images'} "
+              f"{', '.join(record['val_images'])})", file=sys.stderr)
     else:
         samples = validation_samples(args.root, first["info"])
         if reads_colour(preprocess.get("channel", "gray")):

@@ -8,6 +8,12 @@ A validation subset of the training images (--val-count) selects the checkpoint 
 A refit trains the chosen recipe again on all of them and takes the validated run's threshold:
 
     python train.py --augment strong --val-count 0 --threshold-from UNet_strong.pth --out UNet_strong_all.pth
+
+or the threshold chosen on all training images, each segmented by a run that held it out (folds):
+
+    python train.py --fold 0 --out f0.pth; python train.py --fold 1 --out f1.pth; ...   # to --fold 4 (4 of 20 each)
+    python train.py --val-count 0 --threshold-from f0.pth f1.pth f2.pth f3.pth f4.pth --out UNet_all.pth
+
 --also STARE adds another dataset's training images (rescaled by their FOV to DATASET's scale;
 the same share of them held out for validation): one model for photographs from more cameras.
 """
@@ -19,7 +25,7 @@ from cli import UserError, bounded, run_main
 from dataset import check_colour, load_split
 from inference import work_scale
 from preprocess import CHANNELS, ENHANCERS, enhance, fov_diameter, rescale, to_gray
-from trainer import add_training_args, fit, parse_training_args, refit_reference, split_validation
+from trainer import add_training_args, fit, parse_training_args, refit_threshold, split_validation
 
 
 def build_parser():
@@ -36,10 +42,11 @@ def build_parser():
     p.add_argument("--also", nargs="+", default=[], metavar="DATASET",
                    help="also train on these datasets' training images (e.g. STARE), rescaled to DATASET's FOV scale; "
                         "the same share of each is held out for validation")
-    p.add_argument("--threshold-from", metavar="REF.pth",
+    p.add_argument("--threshold-from", metavar="REF.pth", nargs="+",
                    help="a refit (--val-count 0): store the threshold of REF.pth, the same recipe trained with "
                         "validation images, instead of 0.5 (REF's training and validation images must be this run's "
-                        "training images)")
+                        "training images); several REFs trained with --fold 0, 1, ...: the threshold is chosen on "
+                        "their out-of-fold maps of all training images, pooled")
     return p
 
 
@@ -96,7 +103,7 @@ def main(argv=None):
         from unet import build_model
 
         arch = build_model({"in_channels": 1, "width": args.width, "depth": args.depth, "stages": args.stages}).arch
-        threshold_from = (args.threshold_from, refit_reference(args.threshold_from, arch, preprocess, info))
+        threshold_from = refit_threshold(args.threshold_from, arch, preprocess, info, args.root)
     fit(args, images, [label for _, label in pairs], val, preprocess, info, look, threshold_from)
 
 

@@ -172,18 +172,76 @@ def refit_reference(path, arch, preprocess, info):
     return ref
 
 
-def refit_record(path, ref):
-    """What a refit's weights say of the threshold they took: the file and the images it was chosen on."""
-    return {"file": Path(path).name, **{k: ref["info"][k] for k in ("val_images", "val_f1", "val_auc") if k in ref["info"]}}
+def refit_threshold(paths, arch, preprocess, info, root):
+    """The threshold a refit takes (``--threshold-from``) and what its weights record of it.
+
+    One reference: its own threshold, chosen on its validation images. Several (``train.py --fold``
+    0, 1, ...): each segments its own validation images -- ones it never trained on -- and the
+    threshold is the F1 optimum of those out-of-fold maps pooled; together their validation images
+    must be every training image of the refit, each once."""
+    refs = [refit_reference(path, arch, preprocess, info) for path in paths]
+    if len(refs) == 1:
+        ref = refs[0]
+        record = {"file": Path(paths[0]).name,
+                  **{k: ref["info"][k] for k in ("val_images", "val_f1", "val_auc") if k in ref["info"]}}
+        return ref["threshold"], record
+    held = [name for ref in refs for name in ref["info"]["val_images"]]
+    if len(held) != len(set(held)) or set(held) != set(info.get("train_images", [])):
+        raise UserError("--threshold-from: the references' validation images must be the refit's training "
+                        "images, each held out once (train them with --fold 0, 1, ...)")
+    from preprocess import reads_colour
+    from unet import load_model
+
+    pairs = []
+    for path, ref in zip(paths, refs):
+        model, _ = load_model(path)  # as inference runs it
+        samples = validation_samples(root, ref["info"])
+        if reads_colour(preprocess.get("channel", "gray")):
+            from dataset import check_colour
+
+            check_colour(samples, f"{root}: validation images of {path}", "a model trained with --channel green")
+        pairs += validation_maps(model, preprocess, samples)
+    m = score(pairs)
+    record = {"files": [Path(p).name for p in paths], "val_images": sorted(held), "out_of_fold": True,
+              "val_f1": m["val_f1"], "val_auc": m["val_auc"]}
+    return m["val_threshold"], record
+
+
+def validation_samples(root, info):
+    """The validation images a checkpoint's ``info`` names (``OTHER/name`` for ``train.py --also``)."""
+    from dataset import load_split
+
+    primary = info["trained_on"].split("+")[0]
+    wanted = {}
+    for name in info["val_images"]:
+        dataset, _, stem = name.rpartition("/")
+        wanted.setdefault(dataset or primary, set()).add(stem)
+    samples = []
+    for dataset, stems in wanted.items():
+        found = [s for s in load_split(root, dataset, "train") if s.name in stems]
+        missing = stems - {s.name for s in found}
+        if missing:
+            raise UserError(f"{Path(root) / dataset / 'train'}: validation image {sorted(missing)[0]} not found")
+        samples += found
+    return samples
+
+
+def validation_maps(model, preprocess, samples):
+    """(label, probability map, FOV) of each sample, segmented as inference does."""
+    seg = Segmenter(model, preprocess)
+    return [(s.label, seg.probability(s.image, s.fov), s.fov) for s in samples]
+
+
+def score(pairs):
+    """Pooled F1 at its best threshold, and AUC-ROC, inside the FOV."""
+    y, p = pooled(pairs)
+    threshold, f1 = best_threshold(y, p)
+    return {"val_f1": f1, "val_auc": float(roc_auc_score(y, p)), "val_threshold": threshold}
 
 
 def validate(model, preprocess, samples):
     """Pooled validation F1 at its best threshold, and AUC-ROC, inside the FOV."""
-    seg = Segmenter(model, preprocess)
-    pairs = [(s.label, seg.probability(s.image, s.fov), s.fov) for s in samples]
-    y, p = pooled(pairs)
-    threshold, f1 = best_threshold(y, p)
-    return {"val_f1": f1, "val_auc": float(roc_auc_score(y, p)), "val_threshold": threshold}
+    return score(validation_maps(model, preprocess, samples))
 
 
 def _paths(out):
@@ -271,8 +329,8 @@ def fit(args, images, labels, val_samples, preprocess, info, look=None, threshol
     """Train a U-Net on uint8 gray ``images``/bool ``labels``; returns the best validation metrics (rank 0).
 
     ``look``: a ``training_data.CameraLook`` that alters and enhances each (not yet enhanced) image.
-    ``threshold_from``: with no validation images (a refit), ``(path, checkpoint)`` of the validated
-    model whose threshold the last epoch's model takes (``refit_reference``); else 0.5."""
+    ``threshold_from``: with no validation images (a refit), ``(threshold, record)`` the last epoch's
+    model takes (``refit_threshold``); else 0.5."""
     if args.threads:
         torch.set_num_threads(args.threads)
     tune_malloc()
@@ -421,9 +479,7 @@ def fit(args, images, labels, val_samples, preprocess, info, look=None, threshol
             final = dict(info, **run_config, best_epoch=args.epochs)
             threshold = 0.5
             if threshold_from is not None:
-                path, ref = threshold_from
-                threshold = ref["threshold"]
-                final["threshold_from"] = refit_record(path, ref)
+                threshold, final["threshold_from"] = threshold_from
             save_checkpoint(out, checkpoint_dict(model, preprocess, threshold, final))
             best = {"epoch": args.epochs}
         export_onnx_beside(out)

@@ -179,3 +179,41 @@ def test_a_refit_takes_the_threshold_of_the_ensemble_it_refits(tiny_dataset, tmp
             ensemble.main([*argv, "--out", str(tmp_path / "x.pth")])
         assert exc.value.code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "x.pth").exists()
+
+
+def test_a_refit_ensemble_takes_the_threshold_of_its_fold_ensembles_out_of_fold_maps(tiny_dataset, tmp_path):
+    """--threshold-from PAIR0 PAIR1 PAIR2, one pair per --fold: each pair segments its own held-out
+    image, and the refit ensemble stores the F1 optimum of those maps pooled."""
+    import torch
+
+    import ensemble
+    import train
+
+    def pair(name, *extra):
+        paths = []
+        for seed in (0, 1):
+            out = tmp_path / f"{name}_s{seed}.pth"
+            train.main(["--root", str(tiny_dataset), *TINY, *extra, "--seed", str(seed), "--split-seed", "0",
+                        "--out", str(out)])
+            paths.append(str(out))
+        return paths
+
+    pairs = []
+    for k in range(3):
+        pairs.append(tmp_path / f"pair{k}.pth")
+        ensemble.main([*pair(f"f{k}", "--fold", str(k)), "--root", str(tiny_dataset), "--out", str(pairs[-1])])
+    samples = {s.name: s for s in load_split(tiny_dataset, "DRIVE", "train")}
+    maps = []
+    for path in pairs:
+        seg = Segmenter.from_file(path)
+        held = torch.load(path, weights_only=True)["info"]["val_images"]
+        maps += [(samples[n].label, seg.probability(samples[n].image, samples[n].fov), samples[n].fov) for n in held]
+    t, f1 = best_threshold(*pooled(maps))
+    out = tmp_path / "refit.pth"
+    ensemble.main([*pair("all", "--val-count", "0"), "--root", str(tiny_dataset), "--threshold-from", *map(str, pairs),
+                   "--out", str(out)])
+    ck = torch.load(out, weights_only=True)
+    assert ck["threshold"] == pytest.approx(t, abs=1e-7)
+    assert ck["info"]["threshold_from"]["files"] == ["pair0.pth", "pair1.pth", "pair2.pth"]
+    assert ck["info"]["threshold_from"]["val_images"] == sorted(samples)
+    assert ck["info"]["threshold_from"]["val_f1"] == pytest.approx(f1, abs=1e-6)

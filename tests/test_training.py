@@ -37,6 +37,59 @@ def test_a_refit_on_all_images_keeps_the_last_epoch_and_takes_the_validated_runs
     assert not (tmp_path / "x.pth").exists()
 
 
+def test_folds_hold_out_disjoint_sets_that_cover_every_image_and_fold_0_is_the_usual_split():
+    from cli import UserError
+    from trainer import split_validation
+
+    names = [f"{i:02d}_training" for i in range(1, 11)]
+    held = [split_validation(names, 2, 0, fold)[1] for fold in range(5)]
+    assert held[0] == split_validation(names, 2, 0)[1] == ["07_training", "08_training"]  # UNet_STARE.pth's split
+    assert sorted(n for h in held for n in h) == names  # each image held out exactly once
+    for fold, h in enumerate(held):
+        train_names = split_validation(names, 2, 0, fold)[0]
+        assert len(h) == 2 and sorted(train_names + h) == names
+    with pytest.raises(UserError, match="only 5 folds"):
+        split_validation(names, 2, 0, 5)
+
+
+def test_a_refit_takes_the_threshold_chosen_on_the_folds_pooled_out_of_fold_maps(tiny_dataset, tmp_path, capsys):
+    """--threshold-from F0 F1 F2 (train.py --fold 0, 1, 2): each fold segments the image it held out;
+    the threshold is the F1 optimum of the three maps pooled, not any one fold's own threshold."""
+    import torch
+
+    import train
+
+    folds = [tmp_path / f"f{k}.pth" for k in range(3)]
+    for k, path in enumerate(folds):
+        train.main(["--root", str(tiny_dataset), *TINY, "--fold", str(k), "--out", str(path)])
+    cks = [torch.load(f, weights_only=True) for f in folds]
+    assert sorted(n for ck in cks for n in ck["info"]["val_images"]) == ["01_training", "02_training", "03_training"]
+    samples = {s.name: s for s in load_split(tiny_dataset, "DRIVE", "train")}
+    maps = []
+    for path, ck in zip(folds, cks):
+        seg = Segmenter.from_file(path)
+        maps += [(s.label, seg.probability(s.image, s.fov), s.fov) for s in (samples[n] for n in ck["info"]["val_images"])]
+    y, p = pooled(maps)
+    t, f1 = best_threshold(y, p)
+    out = tmp_path / "all.pth"
+    train.main(["--root", str(tiny_dataset), *TINY, "--val-count", "0", "--threshold-from", *map(str, folds),
+                "--out", str(out)])
+    ck = torch.load(out, weights_only=True)
+    assert ck["threshold"] == pytest.approx(t, abs=1e-7)
+    assert all(abs(t - c["threshold"]) > 1e-5 for c in cks)  # pooled: not any one fold's own threshold
+    record = ck["info"]["threshold_from"]
+    assert record["files"] == ["f0.pth", "f1.pth", "f2.pth"] and record["out_of_fold"]
+    assert record["val_images"] == sorted(samples) and record["val_f1"] == pytest.approx(f1, abs=1e-4)
+    # folds that leave an image out, or hold one out twice, are refused
+    for refs in ((folds[0], folds[1]), (folds[0], folds[1], folds[1])):
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exc:
+            train.main(["--root", str(tiny_dataset), *TINY, "--val-count", "0", "--threshold-from", *map(str, refs),
+                        "--out", str(tmp_path / "x.pth")])
+        assert exc.value.code == 2 and "each held out once" in capsys.readouterr().err
+    assert not (tmp_path / "x.pth").exists()
+
+
 def test_stored_threshold_is_the_f1_optimum_on_the_validation_maps(tiny_dataset, tmp_path):
     import torch
 
