@@ -30,6 +30,9 @@ or the threshold of several such ensembles, one per validation fold (``train.py 
 chosen on the maps each made of its own held-out images, pooled (every training image once):
 
     python ensemble.py all_strong.pth all_green.pth --threshold-from pair_f0.pth pair_f1.pth ... --out UNet_refit.pth
+
+The fold-0 members themselves (validated on their few images) may take that threshold as well:
+it is the recipe's threshold, chosen on every training image instead of 2 or 4.
 """
 import argparse
 import sys

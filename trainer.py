@@ -157,19 +157,24 @@ def split_validation(names, count, seed, fold=0):
 def refit_reference(path, arch, preprocess, info):
     """The checkpoint whose threshold a refit takes (``--threshold-from``): a model of the same design
     (``arch``, ``preprocess``), trained and validated on exactly the images the refit trains on
-    (``info``), so its threshold was chosen on validation images for this very recipe."""
+    (``info``; for an ensemble of validated members: the images they were trained and validated on),
+    so its threshold was chosen on validation images for this very recipe."""
     from unet import read_checkpoint
 
     ref = read_checkpoint(path)
     if ref["arch"] != arch or ref["preprocess"] != preprocess:
         raise UserError(f"--threshold-from {path}: not the same design (architecture, ensemble members and their "
                         "channels, preprocessing)")
-    seen = set(ref["info"].get("train_images", [])) | set(ref["info"].get("val_images", []))
     if not ref["info"].get("val_images") or ref["info"].get("trained_on") != info.get("trained_on") \
-            or seen != set(info.get("train_images", [])):
-        raise UserError(f"--threshold-from {path}: its training and validation images are not the refit's "
-                        "training images")
+            or images_seen(ref["info"]) != images_seen(info):
+        raise UserError(f"--threshold-from {path}: its training and validation images are not the images the "
+                        "refit was trained (and validated) on")
     return ref
+
+
+def images_seen(info):
+    """The training and validation images of a checkpoint's ``info``, together."""
+    return set(info.get("train_images", [])) | set(info.get("val_images", []))
 
 
 def refit_threshold(paths, arch, preprocess, info, root):
@@ -178,7 +183,8 @@ def refit_threshold(paths, arch, preprocess, info, root):
     One reference: its own threshold, chosen on its validation images. Several (``train.py --fold``
     0, 1, ...): each segments its own validation images -- ones it never trained on -- and the
     threshold is the F1 optimum of those out-of-fold maps pooled; together their validation images
-    must be every training image of the refit, each once."""
+    must be every image of the refit (``images_seen``), each once. An ensemble of the fold-0 members
+    may take it too: it is the threshold of the recipe, chosen on all its images instead of 2 or 4."""
     refs = [refit_reference(path, arch, preprocess, info) for path in paths]
     if len(refs) == 1:
         ref = refs[0]
@@ -186,9 +192,9 @@ def refit_threshold(paths, arch, preprocess, info, root):
                   **{k: ref["info"][k] for k in ("val_images", "val_f1", "val_auc") if k in ref["info"]}}
         return ref["threshold"], record
     held = [name for ref in refs for name in ref["info"]["val_images"]]
-    if len(held) != len(set(held)) or set(held) != set(info.get("train_images", [])):
-        raise UserError("--threshold-from: the references' validation images must be the refit's training "
-                        "images, each held out once (train them with --fold 0, 1, ...)")
+    if len(held) != len(set(held)) or set(held) != images_seen(info):
+        raise UserError("--threshold-from: the references' validation images must be all the refit's images, "
+                        "each held out once (train them with --fold 0, 1, ...)")
     from preprocess import reads_colour
     from unet import load_model
 

@@ -1,4 +1,6 @@
 """ensemble.py and unet.Ensemble: members trained on the same images, logits averaged, threshold chosen again."""
+import shutil
+
 import numpy as np
 import pytest
 
@@ -172,8 +174,17 @@ def test_a_refit_takes_the_threshold_of_the_ensemble_it_refits(tiny_dataset, tmp
     # a reference of another design, or trained on other images, is refused
     three = tmp_path / "three.pth"
     ensemble.main([*map(str, members), str(members[0]), "--root", str(tiny_dataset), "--out", str(three)])
+    fewer = tmp_path / "fewer"
+    shutil.copytree(tiny_dataset, fewer)
+    for kind in ("image", "label", "mask"):
+        (fewer / "DRIVE" / "train" / kind / "03_training.png").unlink()
+    other = []
+    for seed in (0, 1):
+        other.append(str(tmp_path / f"other{seed}.pth"))
+        train.main(["--root", str(fewer), *TINY, "--seed", str(seed), "--split-seed", "0", "--out", other[-1]])
+    ensemble.main([*other, "--root", str(fewer), "--out", str(tmp_path / "other.pth")])
     for argv, message in (([*refit, "--threshold-from", str(three)], "not the same design"),
-                          ([*map(str, members), "--threshold-from", str(ref)], "not the refit's training images")):
+                          ([*refit, "--threshold-from", str(tmp_path / "other.pth")], "not the images the refit")):
         capsys.readouterr()
         with pytest.raises(SystemExit) as exc:
             ensemble.main([*argv, "--out", str(tmp_path / "x.pth")])
@@ -217,3 +228,9 @@ def test_a_refit_ensemble_takes_the_threshold_of_its_fold_ensembles_out_of_fold_
     assert ck["info"]["threshold_from"]["files"] == ["pair0.pth", "pair1.pth", "pair2.pth"]
     assert ck["info"]["threshold_from"]["val_images"] == sorted(samples)
     assert ck["info"]["threshold_from"]["val_f1"] == pytest.approx(f1, abs=1e-6)
+    # the fold-0 members themselves (validated on their 1 image) may take the recipe's threshold too
+    ensemble.main([*(str(tmp_path / f"f0_s{seed}.pth") for seed in (0, 1)), "--root", str(tiny_dataset),
+                   "--threshold-from", *map(str, pairs), "--out", str(tmp_path / "f0_oof.pth")])
+    f0 = torch.load(tmp_path / "f0_oof.pth", weights_only=True)
+    assert f0["threshold"] == pytest.approx(t, abs=1e-7)
+    assert f0["info"]["val_images"] == torch.load(pairs[0], weights_only=True)["info"]["val_images"]

@@ -29,7 +29,7 @@ def test_a_refit_on_all_images_keeps_the_last_epoch_and_takes_the_validated_runs
     assert torch.load(tmp_path / "plain.pth", weights_only=True)["threshold"] == 0.5  # no reference: 0.5
     for extra, message in ((["--threshold-from", str(ref)], "add --val-count 0"),  # still holding images out
                            (["--val-count", "0", "--width", "5", "--threshold-from", str(ref)], "not the same design"),
-                           (["--val-count", "0", "--threshold-from", str(out)], "not the refit's training images")):
+                           (["--val-count", "0", "--threshold-from", str(out)], "not the images the refit")):
         capsys.readouterr()
         with pytest.raises(SystemExit) as exc:
             train.main(["--root", str(tiny_dataset), *TINY, *extra, "--out", str(tmp_path / "x.pth")])
