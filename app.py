@@ -439,6 +439,29 @@ def build(app):
     return demo
 
 
+def patient_self_check(wait_s=60.0):
+    """Gradio's ``launch`` checks once, with a 3 s timeout, that the page it has just started answers
+    on localhost, and refuses to run otherwise (asking for a public share link). On a busy computer
+    -- a training run beside the app -- the first answer can take longer: retry that check for up
+    to ``wait_s`` seconds before giving up."""
+    from gradio import networking
+
+    check = networking.url_ok
+    if getattr(check, "patient", False):
+        return
+
+    def url_ok(url):
+        deadline = time.monotonic() + wait_s
+        while not check(url):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.5)
+        return True
+
+    url_ok.patient = True
+    networking.url_ok = url_ok
+
+
 @run_main
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -455,11 +478,15 @@ def main(argv=None):
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: listening on {args.host}: anyone who can reach this computer on port {args.port} can use "
               f"the app and upload files to it", file=sys.stderr)
+    patient_self_check()
     try:
         demo.launch(server_name=args.host, server_port=args.port, share=False, quiet=True, prevent_thread_lock=True,
                     max_file_size=f"{args.max_upload_mb}mb", footer_links=[])
     except OSError as exc:
         raise UserError(f"cannot listen on {args.host}:{args.port} ({exc}); choose another --port") from None
+    except ValueError as exc:  # the page did not answer on localhost within the patient check
+        raise UserError(f"the app does not answer on localhost:{args.port} ({str(exc).split('.')[0]}); if a proxy "
+                        "is set, add localhost,127.0.0.1 to no_proxy") from None
     host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
     print(f"retina vessel app: open http://{host}:{args.port} (Ctrl-C to stop)", flush=True)
     try:

@@ -227,6 +227,23 @@ def test_upload_size_is_limited(server, tmp_path):
         Client(url, verbose=False).predict(handle_file(str(big)), "DRIVE, whole image", 0.5, False, api_name="/segment")
 
 
+def test_a_slow_first_answer_on_localhost_does_not_stop_the_app(monkeypatch):
+    """Gradio gives its localhost self-check one 3 s try; on a busy computer the app retries it."""
+    from gradio import networking
+
+    import app as app_module
+
+    answers = iter([False, False, True])
+    monkeypatch.setattr(networking, "url_ok", lambda url: next(answers))
+    app_module.patient_self_check(wait_s=5)
+    assert networking.url_ok("http://127.0.0.1:1/") is True  # the third try answers
+    app_module.patient_self_check(wait_s=5)  # a second call does not wrap it again
+    monkeypatch.setattr(networking, "url_ok", lambda url: False)
+    app_module.patient_self_check(wait_s=0.6)
+    t0 = time.time()
+    assert networking.url_ok("http://127.0.0.1:1/") is False and 0.5 < time.time() - t0 < 5  # then gives up
+
+
 def test_other_host_prints_a_warning():
     port = free_port()
     proc = subprocess.Popen([sys.executable, REPO / "app.py", "--port", str(port), "--host", "0.0.0.0"],
