@@ -50,8 +50,8 @@ def main(argv=None):
                                                "(default: current folder)")
     p.add_argument("--threshold-from", metavar="REF.pth", nargs="+",
                    help="take the threshold of REF.pth, an ensemble of the same design whose training and "
-                        "validation images together are the members' training images (a refit), instead of "
-                        "choosing it on validation images; several REFs trained with train.py --fold 0, 1, ...: "
+                        "validation images together are the images the members saw (a refit: their training "
+                        "images), instead of choosing it on validation images; several REFs trained with train.py --fold 0, 1, ...: "
                         "the threshold is chosen on their out-of-fold maps of all training images, pooled")
     args = p.parse_args(argv)
     if len(args.members) < 2:
