@@ -57,7 +57,6 @@ def main(argv=None):
     if len(args.members) < 2:
         raise UserError("an ensemble needs two or more checkpoints")
 
-    from preprocess import reads_colour
     from trainer import check_output, export_onnx_beside, refit_threshold, validate, validation_samples
     from unet import build_model, checkpoint_dict, read_checkpoint, save_checkpoint
 
@@ -98,12 +97,7 @@ def main(argv=None):
               f"{'their out-of-fold maps of' if len(args.threshold_from) > 1 else 'its validation images'} "
               f"{', '.join(record['val_images'])})", file=sys.stderr)
     else:
-        samples = validation_samples(args.root, first["info"])
-        if reads_colour(preprocess.get("channel", "gray")):
-            from dataset import check_colour
-
-            check_colour(samples, f"{args.root}: validation images", "a member trained with --channel green")
-        m = validate(model, preprocess, samples)
+        m = validate(model, preprocess, validation_samples(args.root, first["info"], preprocess))
         for path, ck in zip(args.members, ckpts):
             print(f"{path}: val F1 {ck['info'].get('val_f1', float('nan')):.4f} "
                   f"AUC {ck['info'].get('val_auc', float('nan')):.4f}", file=sys.stderr)

@@ -195,27 +195,23 @@ def refit_threshold(paths, arch, preprocess, info, root):
     if len(held) != len(set(held)) or set(held) != images_seen(info):
         raise UserError("--threshold-from: the references' validation images must be all the refit's images, "
                         "each held out once (train them with --fold 0, 1, ...)")
-    from preprocess import reads_colour
     from unet import load_model
 
     pairs = []
     for path, ref in zip(paths, refs):
         model, _ = load_model(path)  # as inference runs it
-        samples = validation_samples(root, ref["info"])
-        if reads_colour(preprocess.get("channel", "gray")):
-            from dataset import check_colour
-
-            check_colour(samples, f"{root}: validation images of {path}", "a model trained with --channel green")
-        pairs += validation_maps(model, preprocess, samples)
+        pairs += validation_maps(model, preprocess, validation_samples(root, ref["info"], preprocess))
     m = score(pairs)
     record = {"files": [Path(p).name for p in paths], "val_images": sorted(held), "out_of_fold": True,
               "val_f1": m["val_f1"], "val_auc": m["val_auc"]}
     return m["val_threshold"], record
 
 
-def validation_samples(root, info):
-    """The validation images a checkpoint's ``info`` names (``OTHER/name`` for ``train.py --also``)."""
-    from dataset import load_split
+def validation_samples(root, info, preprocess):
+    """The validation images a checkpoint's ``info`` names (``OTHER/name`` for ``train.py --also``),
+    refused in one line if gray while ``preprocess`` reads a colour channel."""
+    from dataset import check_colour, load_split
+    from preprocess import reads_colour
 
     primary = info["trained_on"].split("+")[0]
     wanted = {}
@@ -229,6 +225,8 @@ def validation_samples(root, info):
         if missing:
             raise UserError(f"{Path(root) / dataset / 'train'}: validation image {sorted(missing)[0]} not found")
         samples += found
+    if reads_colour(preprocess.get("channel", "gray")):
+        check_colour(samples, f"{root}: validation images", "a model trained with --channel green")
     return samples
 
 
