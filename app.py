@@ -29,7 +29,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 from cli import UserError, bounded, run_main  # noqa: E402
 from imio import is_image_file, read_image, read_mask, stem, write_png, write_probability  # noqa: E402
-from inference import Segmenter, load_net  # noqa: E402
+from inference import Segmenter, load_net, upsample_map  # noqa: E402
 from preprocess import estimate_fov, fov_diameter  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -230,7 +230,7 @@ class App:
         prob, mask = seg.segment(image, trace=t)
         if t["method"] != "whole":
             raise UserError(f"{whole_model} is not a whole-image model")
-        back = cv2.resize(t["blended"], mask.shape[::-1]) if t["blended"].shape != mask.shape else t["blended"]
+        back = upsample_map(t["blended"], mask.shape[::-1])
         channel = seg.pre.get("channel", "gray")
         seen = (f"{channel} channel" if channel != "gray" else "gray") if isinstance(channel, str) else \
             " | ".join(channel) + " channels side by side (one per kind of member of the ensemble)"
