@@ -55,7 +55,10 @@ def upsample_map(prob, size, eps=1e-6):
         return prob
     p = np.clip(prob.astype(np.float32), eps, 1 - eps)
     z = cv2.resize(np.log(p / (1 - p)), tuple(size), interpolation=cv2.INTER_CUBIC)
-    return 1.0 / (1.0 + cv2.exp(-z))
+    np.negative(z, out=z)  # sigmoid in place: the full-size map is the one large array here
+    cv2.exp(z, z)
+    z += 1.0
+    return np.reciprocal(z, out=z)
 
 
 def window_weight(size, margin, soft, first=False, last=False):

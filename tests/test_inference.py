@@ -1,8 +1,9 @@
+import cv2
 import numpy as np
 import pytest
 import torch
 
-from inference import Segmenter, tiled_predict
+from inference import Segmenter, tiled_predict, upsample_map
 from unet import TorchNet, UNet
 from conftest import disc_image
 
@@ -65,6 +66,41 @@ def test_rescaling_by_fov_maps_back_to_input_size():
     seg = Segmenter(_model(), {"method": "whole", "enhance": "none", "fov_diameter": 90}, 0.5)
     prob = seg.probability(img)
     assert prob.shape == (400, 400)
+
+
+def test_a_rescaled_map_comes_back_through_the_logit_bicubically():
+    """The whole-image map at the working scale is brought back by upsample_map, nothing else."""
+    img, _, fov = disc_image(400, 400, 180)
+    seg = Segmenter(_model(), {"method": "whole", "enhance": "none", "fov_diameter": 90}, 0.5)
+    trace = {}
+    prob = seg.probability(img, fov, trace=trace)
+    assert trace["scale"] < 0.5 and trace["blended"].shape != prob.shape
+    back = np.clip(upsample_map(trace["blended"], (400, 400)), 0, 1)
+    back[~fov] = 0
+    assert np.array_equal(prob, back)
+
+
+def test_upsample_map_keeps_values_and_narrows_vessel_edges():
+    # a faint 1-px vessel (0.7) and a strong 2-px one (0.98) on a background of 0.01, at 1/3 scale
+    small = np.full((20, 24), 0.01, np.float32)
+    small[:, 6] = 0.7
+    small[:, 14:16] = 0.98
+    assert upsample_map(small, (24, 20)) is small  # same size: the map itself
+    big = upsample_map(small, (72, 60))
+    assert big.shape == (60, 72) and big.dtype == np.float32
+    assert 0.0 < big.min() and big.max() < 1.0
+    # the interpolation passes through the coarse values (pixel i's centre is fine pixel 3i + 1)
+    assert np.allclose(big[3:57, 3 * 6 + 1], 0.7, atol=1e-3)
+    assert np.allclose(big[3:57, 3 * 10 + 1], 0.01, atol=1e-4)
+    # bilinear interpolation of the probability spreads a faint vessel over the scale factor (2 px
+    # above the threshold for a 1-px vessel at 3x); the logit keeps its edge sharp (1 px)
+    linear = cv2.resize(small, (72, 60), interpolation=cv2.INTER_LINEAR)
+    assert (big[:, 12:27] >= 0.47).sum(axis=1).max() < (linear[:, 12:27] >= 0.47).sum(axis=1).min()
+    # and the strong 2-px vessel comes back as wide as drawn (6 px at 3x), not wider
+    assert ((big[:, 36:54] >= 0.47).sum(axis=1) == 6).all()
+    # bicubic, not bilinear, in the logit: between the vessel's two pixel centres the map rises
+    # above both (0.995 > 0.98), which linear interpolation cannot do
+    assert big[:, 44:46].min() > 0.99
 
 
 def test_segmenter_tiles_a_large_image_like_one_pass_with_the_shipped_model():
