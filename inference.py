@@ -6,7 +6,8 @@ the same size, following the preprocessing recorded in the checkpoint:
 * ``method: whole``  -- gray, rescale so the FOV diameter matches the training scale (a larger
   photograph: up to ``detail`` times it, when the model was trained for that), CLAHE,
   tiled sliding-window inference (tiles overlap by a margin wider than the network's receptive
-  field and only each tile's centre is kept: identical to untiled inference, bounded memory).
+  field and only each tile's centre is kept: identical to untiled inference, bounded memory),
+  the map brought back to the photograph's size by ``upsample_map`` (bicubic, on the logit).
 * ``method: patch``  -- the original local-enhancement method: gray, resize to ``size`` x ``size``,
   overlapping ``patch`` windows each histogram-equalized and segmented, blended with smooth
   weights (no seams), resized back.
