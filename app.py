@@ -29,7 +29,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 from cli import UserError, bounded, run_main  # noqa: E402
 from imio import is_image_file, read_image, read_mask, stem, write_png, write_probability  # noqa: E402
-from inference import Segmenter, load_net, upsample_map  # noqa: E402
+from inference import Segmenter, load_net  # noqa: E402
 from preprocess import estimate_fov, fov_diameter  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -230,7 +230,6 @@ class App:
         prob, mask = seg.segment(image, trace=t)
         if t["method"] != "whole":
             raise UserError(f"{whole_model} is not a whole-image model")
-        back = upsample_map(t["blended"], mask.shape[::-1])
         channel = seg.pre.get("channel", "gray")
         seen = (f"{channel} channel" if channel != "gray" else "gray") if isinstance(channel, str) else \
             " | ".join(channel) + " channels side by side (one per kind of member of the ensemble)"
@@ -239,7 +238,7 @@ class App:
             (channels_view(t["enhanced"]), "2. CLAHE on the whole image" + (f" (rescaled x{t['scale']:.2f} by the FOV)"
                                                                             if t["scale"] != 1 else "")),
             (to_u8(t["blended"]), "3. U-Net probability, whole image in one pass (tiles if large)"),
-            ((back >= seg.threshold).astype(np.uint8) * 255, f"4. threshold {seg.threshold:.3f}"),
+            ((t["full"] >= seg.threshold).astype(np.uint8) * 255, f"4. threshold {seg.threshold:.3f}"),
             (mask.astype(np.uint8) * 255, "5. cleared outside the field of view: the result"),
         ]
         return stages, whole

@@ -197,7 +197,8 @@ class Segmenter:
 
         ``image``: any array ``preprocess.as_image`` accepts; ``fov``: bool HxW, else estimated.
         ``trace``: a dict that receives every intermediate stage (gray, work image, network input,
-        windows, blended map, FOV) for the step-by-step view; the result does not change.
+        windows, blended map, the map at the photograph's size, FOV) for the step-by-step view; the
+        result does not change.
         """
         image = as_image(image)
         if fov is None:
@@ -232,9 +233,13 @@ class Segmenter:
             raise ValueError(f"unknown method {self.pre['method']!r}")
         if trace is not None:
             trace.update(gray=gray, blended=prob.copy(), fov=fov, method=self.pre["method"])
-        prob = np.clip(upsample_map(prob, (w, h)) if self.pre["method"] == "whole" else
-                       cv2.resize(prob, (w, h), interpolation=cv2.INTER_LINEAR) if prob.shape != (h, w) else prob,
-                       0.0, 1.0)
+        if self.pre["method"] == "whole":
+            prob = upsample_map(prob, (w, h))
+        elif prob.shape != (h, w):  # the patch method resizes back as the original did
+            prob = cv2.resize(prob, (w, h), interpolation=cv2.INTER_LINEAR)
+        prob = np.clip(prob, 0.0, 1.0)
+        if trace is not None:
+            trace["full"] = prob.copy()  # the photograph's size, before the FOV is cleared
         prob[~fov] = 0.0
         return prob
 

@@ -6,8 +6,9 @@
 
 RGB or gray, any size: the output mask (0/255) has the input's size; pixels outside the field
 of view are 0. Images from other cameras are rescaled by their field of view to the training
-scale and the probability map brought back (bicubic interpolation of the logit). A .onnx model runs through ONNX Runtime (PyTorch is not
-loaded: fast start, small memory); --weights UNet.pth gives the same masks through PyTorch.
+scale and the probability map brought back (bicubic interpolation of the logit). A .onnx
+model runs through ONNX Runtime (PyTorch is not loaded: fast start, small memory);
+--weights UNet.pth gives the same masks through PyTorch.
 """
 from inference import prediction_main
 

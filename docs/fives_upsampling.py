@@ -2,7 +2,7 @@
 shipped model's mask with the map brought back bilinearly (before Session 9) and through the logit
 bicubically (now).
 
-    python docs/fives_upsampling.py --root . --name 10_A --box 1200 700 320
+    python docs/fives_upsampling.py --root . --name 10_A --box 920 280 320
 """
 import argparse
 import sys
@@ -21,7 +21,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root", default=".")
     p.add_argument("--name", default="10_A")
-    p.add_argument("--box", type=int, nargs=3, default=[1200, 700, 320], metavar=("X", "Y", "SIDE"))
+    p.add_argument("--box", type=int, nargs=3, default=[920, 280, 320], metavar=("X", "Y", "SIDE"))
     p.add_argument("--weights", default="UNet.onnx")
     p.add_argument("--out", default=str(Path(__file__).with_name("fives_upsampling.png")))
     args = p.parse_args(argv)
