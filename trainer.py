@@ -77,6 +77,10 @@ def add_training_args(parser, *, epochs, batch_size, lr, val_every, out):
                         help="random rescaling range of the augmentation, 0.25..4 (default: %(default)s); a wider "
                              "range shows the network vessels at more widths (measured for large photographs in "
                              "docs/experiments.md: no gain there)")
+    parser.add_argument("--ema", type=bounded(float, 0, 1, hi_open=True), default=0.0, metavar="DECAY",
+                        help="validate and keep an exponential moving average of the weights, updated every "
+                             "step with this decay (e.g. 0.998; 0: off, the trained weights themselves; "
+                             "default: %(default)s)")
     parser.add_argument("--seed", type=bounded(int, 0, 2**32 - 1), default=0, help="random seed: same seed, same result on CPU (default: %(default)s)")
     parser.add_argument("--split-seed", type=bounded(int, 0, 2**32 - 1), default=None,
                         help="seed of the validation split only (default: --seed); another --seed with the same "
@@ -356,7 +360,7 @@ def fit(args, images, labels, val_samples, preprocess, info, look=None, threshol
     run_config = {k: getattr(args, k) for k in ("dataset", "epochs", "batch_size", "lr", "width", "depth",
                                                 "val_count", "val_every", "augment", "seed")}
     for key, default in (("dice_weight", 1.0), ("crop", 0), ("stages", 1), ("accumulate", 1), ("scale", [0.9, 1.1]),
-                         ("also", []), ("split_seed", args.seed), ("channel", "gray"), ("fold", 0)):
+                         ("also", []), ("split_seed", args.seed), ("channel", "gray"), ("fold", 0), ("ema", 0.0)):
         if getattr(args, key, default) != default:  # recorded only when changed: older resume states stay valid
             run_config[key] = getattr(args, key)
     if world_size > 1:
@@ -391,6 +395,14 @@ def fit(args, images, labels, val_samples, preprocess, info, look=None, threshol
             net = DistributedDataParallel(model)
     if state is not None:  # after model.to(device): the optimizer state follows the parameters there
         optimizer.load_state_dict(state["optimizer"])
+    ema = None
+    if getattr(args, "ema", 0.0):  # its copy of BatchNorm's running statistics is averaged too
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(args.ema), use_buffers=True)
+        if state is not None:
+            ema.load_state_dict(state["ema"])
+    judged = ema.module if ema is not None else model  # what is validated and written
     workers = args.workers if args.workers >= 0 else (4 if device.type == "cuda" else 0)
     sampler = torch.utils.data.DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True,
                                                   seed=args.seed)
@@ -436,6 +448,8 @@ def fit(args, images, labels, val_samples, preprocess, info, look=None, threshol
                         scaler.update()
                     else:
                         optimizer.step()
+                    if ema is not None:
+                        ema.update_parameters(model)
                     bar.set_postfix(loss=f"{loss.item() * accumulate:.4f}")
                     ctrl_c.check()
                 if world_size > 1:
@@ -446,13 +460,13 @@ def fit(args, images, labels, val_samples, preprocess, info, look=None, threshol
                 scheduler.step()
                 row = {"epoch": epoch, "train_loss": round(float(total[0] / max(total[1], 1)), 5), "lr": f"{lr:.3g}"}
                 if main and val_samples and (epoch % args.val_every == 0 or epoch == args.epochs):
-                    model.eval()
-                    m = validate(model, preprocess, val_samples)
+                    judged.eval()
+                    m = validate(judged, preprocess, val_samples)
                     row.update({k: round(v, 5) for k, v in m.items()})
                     if best is None or m["val_f1"] > best["val_f1"]:
                         best = dict(m, epoch=epoch)
                         model_info = dict(info, **run_config, best_epoch=epoch, val_f1=m["val_f1"], val_auc=m["val_auc"])
-                        save_checkpoint(out, checkpoint_dict(model, preprocess, m["val_threshold"], model_info))
+                        save_checkpoint(out, checkpoint_dict(judged, preprocess, m["val_threshold"], model_info))
                 row["seconds"] = round(time.time() - t0, 2)
                 rows.append(row)
                 rngs = distributed.gather(_rng_state())
@@ -462,6 +476,7 @@ def fit(args, images, labels, val_samples, preprocess, info, look=None, threshol
                         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                         "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "best": best,
                         "log": rows, "rng": rngs,
+                        **({"ema": {k: v.detach().cpu() for k, v in ema.state_dict().items()}} if ema is not None else {}),
                     })
                     _write_log(log_path, rows)
                     msg = f"epoch {epoch}: loss {row['train_loss']:.4f}"
@@ -484,7 +499,7 @@ def fit(args, images, labels, val_samples, preprocess, info, look=None, threshol
             threshold = 0.5
             if threshold_from is not None:
                 threshold, final["threshold_from"] = threshold_from
-            save_checkpoint(out, checkpoint_dict(model, preprocess, threshold, final))
+            save_checkpoint(out, checkpoint_dict(judged, preprocess, threshold, final))
             best = {"epoch": args.epochs}
         export_onnx_beside(out)
         kept = (f"best epoch {best['epoch']}: val F1 {best['val_f1']:.4f}" if val_samples else

@@ -222,3 +222,38 @@ def test_train_patch_refuses_augment_camera(capsys):
     with pytest.raises(SystemExit) as exc:
         train_patch.main(["--augment", "camera"])
     assert exc.value.code == 2 and "camera works with train.py only" in capsys.readouterr().err
+
+
+def test_ema_keeps_the_moving_average_of_every_step_and_leaves_the_training_itself_unchanged(tiny_dataset, tmp_path):
+    import torch
+
+    import train
+
+    common = ["--root", str(tiny_dataset), *TINY, "--val-count", "0"]
+    train.main([*common, "--out", str(tmp_path / "plain.pth")])
+    train.main([*common, "--ema", "0.5", "--out", str(tmp_path / "ema.pth")])
+    plain = torch.load(tmp_path / "plain.pth.resume.pth", weights_only=False)
+    state = torch.load(tmp_path / "ema.pth.resume.pth", weights_only=False)
+    for k, v in plain["model"].items():  # averaging only watches: the trained weights are the same
+        assert torch.equal(v, state["model"][k]), k
+    assert int(state["ema"]["n_averaged"]) == 3 * 2  # every optimizer step: 3 epochs x 2 batches of 3 images
+    average = {k[len("module."):]: v for k, v in state["ema"].items() if k.startswith("module.")}
+    saved = torch.load(tmp_path / "ema.pth", weights_only=True)
+    assert saved["info"]["ema"] == 0.5
+    w = next(k for k in average if k.endswith("weight"))
+    assert not torch.allclose(average[w], state["model"][w])  # an average, not the last weights
+    for k, v in average.items():  # what is written is the average
+        if v.is_floating_point():
+            assert torch.equal(saved["state_dict"][k], v), k
+    # a resumed run starts from the stored average, not from a fresh copy of the trained weights
+    train.main([*common, "--ema", "0.5", "--out", str(tmp_path / "ema.pth"), "--resume"])
+    again = torch.load(tmp_path / "ema.pth", weights_only=True)
+    assert all(torch.equal(again["state_dict"][k], v) for k, v in average.items() if v.is_floating_point())
+    # with validation images, the average is what is validated and kept (one validation: after the last epoch)
+    train.main(["--root", str(tiny_dataset), *TINY, "--val-every", "3", "--ema", "0.5", "--out", str(tmp_path / "v.pth")])
+    state = torch.load(tmp_path / "v.pth.resume.pth", weights_only=False)
+    saved = torch.load(tmp_path / "v.pth", weights_only=True)
+    assert saved["info"]["best_epoch"] == 3
+    for k, v in state["ema"].items():
+        if k.startswith("module.") and v.is_floating_point():
+            assert torch.equal(saved["state_dict"][k[len("module."):]], v), k
