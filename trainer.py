@@ -396,13 +396,26 @@ def fit(args, images, labels, val_samples, preprocess, info, look=None, threshol
     if state is not None:  # after model.to(device): the optimizer state follows the parameters there
         optimizer.load_state_dict(state["optimizer"])
     ema = None
-    if getattr(args, "ema", 0.0):  # its copy of BatchNorm's running statistics is averaged too
+    if getattr(args, "ema", 0.0):  # the parameters are averaged; BatchNorm statistics are measured again
         from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(args.ema), use_buffers=True)
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(args.ema))
         if state is not None:
             ema.load_state_dict(state["ema"])
     judged = ema.module if ema is not None else model  # what is validated and written
+
+    def settle():
+        """Make ``judged`` ready to validate or write: an average's BatchNorm statistics are those of
+        the training images through the averaged weights (the trained network's statistics, or an
+        average of them, measured worse: docs/experiments.md). Draws no random numbers the training
+        would see."""
+        if ema is not None:
+            from torch.optim.swa_utils import update_bn
+
+            rng = _rng_state()
+            update_bn(loader, judged, device)
+            _set_rng_state(rng)
+        judged.eval()
     workers = args.workers if args.workers >= 0 else (4 if device.type == "cuda" else 0)
     sampler = torch.utils.data.DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True,
                                                   seed=args.seed)
@@ -460,7 +473,7 @@ def fit(args, images, labels, val_samples, preprocess, info, look=None, threshol
                 scheduler.step()
                 row = {"epoch": epoch, "train_loss": round(float(total[0] / max(total[1], 1)), 5), "lr": f"{lr:.3g}"}
                 if main and val_samples and (epoch % args.val_every == 0 or epoch == args.epochs):
-                    judged.eval()
+                    settle()
                     m = validate(judged, preprocess, val_samples)
                     row.update({k: round(v, 5) for k, v in m.items()})
                     if best is None or m["val_f1"] > best["val_f1"]:
@@ -499,6 +512,7 @@ def fit(args, images, labels, val_samples, preprocess, info, look=None, threshol
             threshold = 0.5
             if threshold_from is not None:
                 threshold, final["threshold_from"] = threshold_from
+            settle()
             save_checkpoint(out, checkpoint_dict(judged, preprocess, threshold, final))
             best = {"epoch": args.epochs}
         export_onnx_beside(out)

@@ -229,6 +229,10 @@ def test_ema_keeps_the_moving_average_of_every_step_and_leaves_the_training_itse
 
     import train
 
+    def average_of(state):  # the averaged parameters (AveragedModel keeps them under module.)
+        return {k[len("module."):]: v for k, v in state["ema"].items()
+                if k.startswith("module.") and v.is_floating_point() and "running_" not in k}
+
     common = ["--root", str(tiny_dataset), *TINY, "--val-count", "0"]
     train.main([*common, "--out", str(tmp_path / "plain.pth")])
     train.main([*common, "--ema", "0.5", "--out", str(tmp_path / "ema.pth")])
@@ -237,23 +241,35 @@ def test_ema_keeps_the_moving_average_of_every_step_and_leaves_the_training_itse
     for k, v in plain["model"].items():  # averaging only watches: the trained weights are the same
         assert torch.equal(v, state["model"][k]), k
     assert int(state["ema"]["n_averaged"]) == 3 * 2  # every optimizer step: 3 epochs x 2 batches of 3 images
-    average = {k[len("module."):]: v for k, v in state["ema"].items() if k.startswith("module.")}
+    average = average_of(state)
     saved = torch.load(tmp_path / "ema.pth", weights_only=True)
     assert saved["info"]["ema"] == 0.5
     w = next(k for k in average if k.endswith("weight"))
     assert not torch.allclose(average[w], state["model"][w])  # an average, not the last weights
     for k, v in average.items():  # what is written is the average
-        if v.is_floating_point():
-            assert torch.equal(saved["state_dict"][k], v), k
+        assert torch.equal(saved["state_dict"][k], v), k
+    # its BatchNorm statistics are measured through the averaged weights, not copied from the trained network
+    # (AveragedModel keeps its copy of them in step with the trained network's)
+    for k in (k for k in saved["state_dict"] if k.endswith("running_var")):
+        assert not torch.allclose(saved["state_dict"][k], state["model"][k]), k
+        assert not torch.allclose(saved["state_dict"][k], state["ema"]["module." + k]), k
     # a resumed run starts from the stored average, not from a fresh copy of the trained weights
     train.main([*common, "--ema", "0.5", "--out", str(tmp_path / "ema.pth"), "--resume"])
     again = torch.load(tmp_path / "ema.pth", weights_only=True)
-    assert all(torch.equal(again["state_dict"][k], v) for k, v in average.items() if v.is_floating_point())
-    # with validation images, the average is what is validated and kept (one validation: after the last epoch)
-    train.main(["--root", str(tiny_dataset), *TINY, "--val-every", "3", "--ema", "0.5", "--out", str(tmp_path / "v.pth")])
+    assert all(torch.equal(again["state_dict"][k], v) for k, v in average.items())
+    # with validation images, the average is what is validated and kept, and measuring its statistics
+    # between epochs changes nothing in the training (validation after every epoch)
+    val = ["--root", str(tiny_dataset), *TINY]
+    train.main([*val, "--out", str(tmp_path / "v0.pth")])
+    train.main([*val, "--ema", "0.5", "--out", str(tmp_path / "v.pth")])
+    plain = torch.load(tmp_path / "v0.pth.resume.pth", weights_only=False)
     state = torch.load(tmp_path / "v.pth.resume.pth", weights_only=False)
-    saved = torch.load(tmp_path / "v.pth", weights_only=True)
+    for k, v in plain["model"].items():
+        assert torch.equal(v, state["model"][k]), k
+    train.main([*val, "--val-every", "3", "--ema", "0.5", "--out", str(tmp_path / "last.pth")])  # one validation
+    state = torch.load(tmp_path / "last.pth.resume.pth", weights_only=False)
+    saved = torch.load(tmp_path / "last.pth", weights_only=True)
     assert saved["info"]["best_epoch"] == 3
-    for k, v in state["ema"].items():
-        if k.startswith("module.") and v.is_floating_point():
-            assert torch.equal(saved["state_dict"][k[len("module."):]], v), k
+    assert all(torch.equal(saved["state_dict"][k], v) for k, v in average_of(state).items())
+    assert not any(torch.allclose(v, state["model"][k]) for k, v in saved["state_dict"].items()
+                   if k.endswith("running_var"))  # validated with its own statistics, not the trained network's
