@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn, update_bn
 from tqdm import tqdm
 
 import distributed
@@ -396,9 +397,7 @@ def fit(args, images, labels, val_samples, preprocess, info, look=None, threshol
     if state is not None:  # after model.to(device): the optimizer state follows the parameters there
         optimizer.load_state_dict(state["optimizer"])
     ema = None
-    if getattr(args, "ema", 0.0):  # the parameters are averaged; BatchNorm statistics are measured again
-        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-
+    if args.ema:  # the parameters are averaged; BatchNorm statistics are measured again
         ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(args.ema))
         if state is not None:
             ema.load_state_dict(state["ema"])
@@ -410,8 +409,6 @@ def fit(args, images, labels, val_samples, preprocess, info, look=None, threshol
         average of them, measured worse: docs/experiments.md). Draws no random numbers the training
         would see."""
         if ema is not None:
-            from torch.optim.swa_utils import update_bn
-
             rng = _rng_state()
             update_bn(loader, judged, device)
             _set_rng_state(rng)
