@@ -28,7 +28,7 @@ import numpy as np
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 from cli import UserError, bounded, run_main  # noqa: E402
-from imio import is_image_file, read_image, read_mask, stem, write_png, write_probability  # noqa: E402
+from imio import atomic_replace, is_image_file, read_image, read_mask, stem, write_png, write_probability  # noqa: E402
 from inference import Segmenter, load_net  # noqa: E402
 from preprocess import estimate_fov, fov_diameter  # noqa: E402
 
@@ -177,6 +177,30 @@ def as_markdown(rows):
     return "| | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows.items())
 
 
+BATCH_COLUMNS = ["image", "mask", "width", "height", "fov_diameter_px", "vessel_fraction_in_fov", "seconds", "error"]
+
+
+def write_rows(path, rows):
+    """results.csv of a batch, rewritten whole (atomically) after every photograph."""
+    def write(tmp):
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=BATCH_COLUMNS)
+            w.writeheader()
+            w.writerows(rows)
+
+    atomic_replace(path, write)
+
+
+def unique_stem(name, used):
+    """name, or name_2, name_3, ... if already in ``used`` (which it joins)."""
+    candidate, k = name, 1
+    while candidate.lower() in used:
+        k += 1
+        candidate = f"{name}_{k}"
+    used.add(candidate.lower())
+    return candidate
+
+
 # --------------------------------------------------------------------------- what each tab does
 
 class App:
@@ -185,6 +209,7 @@ class App:
     def __init__(self, models, outputs=None):
         self.models = models
         self.outputs = outputs or Outputs()
+        self._running = {}  # folder of a running batch -> its stop flag
 
     def segment(self, path, model, threshold=None, tta=False):
         """-> overlay, mask, probability (uint8 for display), figures, mask file, probability file."""
@@ -269,8 +294,10 @@ class App:
         rows["FOV"] = "uploaded" if fov_path else "estimated from the photograph"
         return rows, error_map(label, prob >= thr, fov)
 
-    def batch(self, paths, model, threshold=None, tta=False, progress=None):
-        """-> zip of masks + 16-bit probability maps + results.csv, the CSV path, the table rows."""
+    def batch_steps(self, paths, model, threshold=None, tta=False):
+        """Segment an upload photograph by photograph: yields (folder, rows so far, number of photographs)
+        once before the first and again after each one. Every row yielded has its mask, probability map
+        and line of results.csv on disk. stop(folder) ends it before the next photograph."""
         folder = self.outputs.new()
         files = self._expand(paths or [], folder / "in")
         if not files:
@@ -278,37 +305,71 @@ class App:
         seg = self.models.get(model, tta)
         out = folder / "masks"
         out.mkdir()
-        rows = []
-        for i, (name, path) in enumerate(files):
-            if progress is not None:
-                progress((i, len(files)), desc=f"segmenting {name}")
-            row = {"image": name, "width": "", "height": "", "fov_diameter_px": "", "vessel_fraction_in_fov": "",
-                   "seconds": "", "error": ""}
-            try:
-                image = read_image(path)
-                t = {}
-                t0 = time.perf_counter()
-                prob, mask = seg.segment(image, threshold=threshold, trace=t)
-                row["seconds"] = f"{time.perf_counter() - t0:.3f}"
-            except UserError as exc:
-                row["error"] = str(exc).replace(str(path), name)
-                rows.append(row)
-                continue
-            write_png(out / f"{stem(name)}.png", mask)
-            write_probability(out / f"{stem(name)}_prob.png", prob)
-            row.update(width=image.shape[1], height=image.shape[0], fov_diameter_px=f"{fov_diameter(t['fov']):.0f}",
-                       vessel_fraction_in_fov=f"{mask[t['fov']].mean():.4f}" if t["fov"].any() else "")
-            rows.append(row)
+        rows, used = [], set()
+        write_rows(out / "results.csv", rows)
+        self._running[folder] = stop = threading.Event()
+        try:
+            yield folder, rows, len(files)
+            for name, path in files:
+                if stop.is_set():
+                    return
+                rows.append(self._segment_one(seg, name, path, threshold, out, used))
+                write_rows(out / "results.csv", rows)
+                yield folder, rows, len(files)
+        finally:
+            del self._running[folder]
+
+    @staticmethod
+    def _segment_one(seg, name, path, threshold, out, used):
+        """One photograph of a batch: writes its mask and probability map, -> its results.csv row."""
+        row = dict.fromkeys(BATCH_COLUMNS, "") | {"image": name}
+        try:
+            image = read_image(path)
+            t = {}
+            t0 = time.perf_counter()
+            prob, mask = seg.segment(image, threshold=threshold, trace=t)
+            row["seconds"] = f"{time.perf_counter() - t0:.3f}"
+        except UserError as exc:
+            row["error"] = str(exc).replace(str(path), name)
+            return row
+        mask_name = unique_stem(stem(name), used)  # a.png in two folders of a zip: a, a_2
+        write_png(out / f"{mask_name}.png", mask)
+        write_probability(out / f"{mask_name}_prob.png", prob)
+        row.update(mask=f"{mask_name}.png", width=image.shape[1], height=image.shape[0],
+                   fov_diameter_px=f"{fov_diameter(t['fov']):.0f}",
+                   vessel_fraction_in_fov=f"{mask[t['fov']].mean():.4f}" if t["fov"].any() else "")
+        return row
+
+    def stop(self, folder):
+        """Ask the batch writing into ``folder`` to stop before its next photograph (if it still runs)."""
+        flag = self._running.get(Path(folder))
+        if flag is not None:
+            flag.set()
+
+    @staticmethod
+    def package(folder):
+        """-> zip of what results.csv lists (masks, probability maps, the CSV), the CSV path, its rows."""
+        out = Path(folder) / "masks"
         csv_path = out / "results.csv"
-        with open(csv_path, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(rows[0]))
-            w.writeheader()
-            w.writerows(rows)
-        zip_path = folder / "vessel_masks.zip"
-        with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED) as z:
-            for p in sorted(out.iterdir()):
-                z.write(p, p.name)
+        with open(csv_path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        members = [m for r in rows if r["mask"] for m in (r["mask"], r["mask"][:-4] + "_prob.png")]
+        zip_path = Path(folder) / "vessel_masks.zip"
+
+        def write_zip(tmp):
+            with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
+                for name in sorted(members) + ["results.csv"]:
+                    z.write(out / name, name)
+
+        atomic_replace(zip_path, write_zip)
         return str(zip_path), str(csv_path), rows
+
+    def batch(self, paths, model, threshold=None, tta=False, progress=None):
+        """The whole batch at once -> zip of masks + 16-bit probability maps + results.csv, the CSV path, rows."""
+        for folder, rows, total in self.batch_steps(paths, model, threshold, tta):
+            if progress is not None:
+                progress((len(rows), total), desc=f"{len(rows)} of {total} segmented")
+        return self.package(folder)
 
     @staticmethod
     def _expand(paths, into):
@@ -325,7 +386,7 @@ class App:
                         dst.parent.mkdir(parents=True)
                         with z.open(m) as src, open(dst, "wb") as f:
                             shutil.copyfileobj(src, f)
-                        files.append((Path(m.filename).name, dst))
+                        files.append((m.filename, dst))  # its path inside the zip
             else:
                 files.append((p.name, p))
             if len(files) > MAX_BATCH_FILES:
@@ -337,18 +398,33 @@ class App:
 
 def page_errors(fn):
     """A user's mistake becomes a message in the page; the server keeps serving."""
+    import contextlib
     import functools
+    import inspect
 
     import gradio as gr
 
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
+    @contextlib.contextmanager
+    def as_messages():
         try:
-            return fn(*args, **kwargs)
+            yield
         except UserError as exc:
             raise gr.Error(str(exc), print_exception=False) from None
         except MemoryError:
             raise gr.Error("not enough memory for this photograph: try a smaller one", print_exception=False) from None
+
+    if inspect.isgeneratorfunction(fn):  # a step-by-step action (Batch): its errors come while it runs
+        @functools.wraps(fn)
+        def steps(*args, **kwargs):
+            with as_messages():
+                yield from fn(*args, **kwargs)
+
+        return steps
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with as_messages():
+            return fn(*args, **kwargs)
 
     return wrapper
 
@@ -418,22 +494,38 @@ def build(app):
                        [c_metrics, c_map], api_name="check")
         with gr.Tab("Batch"):
             gr.Markdown("Several photographs, or a zip of them: a zip of masks and 16-bit probability maps with "
-                        "`results.csv` (size, FOV diameter, vessel fraction, seconds; one row per photograph).")
-            b_files = gr.File(label="Photographs or a zip", file_count="multiple", type="filepath")
+                        "`results.csv` (size, FOV diameter, vessel fraction, seconds; one row per photograph). The table "
+                        "fills as they are done; **Stop** keeps what is done and packages it.")
+            b_files = gr.File(label="Photographs or a zip", file_count="multiple", type="filepath", elem_id="batch_files")
             with gr.Row():
                 b_model = gr.Dropdown(names, value=default, label="Model")
                 b_tta = gr.Checkbox(False, label="Test-time augmentation")
-                b_go = gr.Button("Segment all", variant="primary")
+                b_go = gr.Button("Segment all", variant="primary", elem_id="batch_go")
+                b_stop = gr.Button("Stop", variant="stop", elem_id="batch_stop")
             with gr.Row():
-                b_zip = gr.File(label="Masks (zip)")
+                b_zip = gr.File(label="Masks (zip)", elem_id="batch_zip")
                 b_csv = gr.File(label="results.csv")
-            b_table = gr.Dataframe(label="Results", interactive=False)
+            b_table = gr.Dataframe(headers=BATCH_COLUMNS, label="Results", interactive=False, elem_id="batch_table")
 
-            def run_batch(files, m, a, progress=gr.Progress()):
-                z, c, rows = app.batch(files, m, None, a, progress)
-                return z, c, [list(r.values()) for r in rows]
+            b_status = gr.Markdown(elem_id="batch_status")
+            b_folder = gr.State(None)  # this visitor's running (or last) batch, for Stop
 
-            b_go.click(page_errors(run_batch), [b_files, b_model, b_tta], [b_zip, b_csv, b_table], api_name="batch")
+            def table(rows):
+                return [[r[c] for c in BATCH_COLUMNS] for r in rows]
+
+            def run_batch(files, m, a):
+                for folder, rows, total in app.batch_steps(files, m, None, a):
+                    if len(rows) < total:  # the table grows as the photographs are done
+                        yield gr.skip(), gr.skip(), table(rows), f"{len(rows)} of {total} segmented ...", folder
+                z, c, rows = app.package(folder)
+                done = f"All {total} segmented." if len(rows) == total else f"Stopped: {len(rows)} of {total} segmented."
+                yield z, c, table(rows), done, folder
+
+            b_go.click(page_errors(run_batch), [b_files, b_model, b_tta], [b_zip, b_csv, b_table, b_status, b_folder],
+                       api_name="batch")
+            # the batch stops itself before its next photograph and offers what is done (Gradio's `cancels`
+            # would drop the running event and leave its outputs covered)
+            b_stop.click(lambda folder: folder and app.stop(folder), b_folder, None, api_name=False)
     demo.queue(max_size=64)
     return demo
 

@@ -119,13 +119,55 @@ def test_batch_writes_a_zip_and_csv_and_reports_bad_files(app, tmp_path):
         z.writestr("readme.txt", "skipped")
     zip_path, csv_path, rows = app.batch([str(tmp_path / "a.png"), str(tmp_path / "junk.png"),
                                           str(tmp_path / "more.zip")], "DRIVE, fast")
-    assert [r["image"] for r in rows] == ["a.png", "junk.png", "b.png"]
+    assert [r["image"] for r in rows] == ["a.png", "junk.png", "inner/b.png"]
     assert rows[1]["error"].startswith("junk.png: not a readable image") and not rows[0]["error"]
     with open(csv_path) as f:
         table = list(csv.DictReader(f))
     assert table[0]["width"] == "300" and float(table[0]["vessel_fraction_in_fov"]) > 0.05
     with zipfile.ZipFile(zip_path) as z:
         assert sorted(z.namelist()) == ["a.png", "a_prob.png", "b.png", "b_prob.png", "results.csv"]
+
+
+def test_a_batch_stopped_part_way_keeps_what_is_done(app, tmp_path):
+    """Stop after the first of three photographs: the batch ends there; the zip and results.csv hold that one."""
+    seg = app.models.get("DRIVE, fast")
+    images = [resize(read_image(SAMPLE), (w, w + 10)) for w in (200, 240, 280)]
+    for i, img in enumerate(images):
+        write_png(tmp_path / f"p{i}.png", img)
+    paths = [str(tmp_path / f"p{i}.png") for i in range(3)]
+    seen = []
+    for folder, rows, total in app.batch_steps(paths, "DRIVE, fast"):
+        seen.append(len(rows))
+        if len(rows) == 0:
+            assert total == 3 and app.package(folder)[2] == []  # nothing done yet: an empty table, no error
+        if len(rows) == 1:
+            app.stop(folder)  # what the Stop button does, while the next photograph is under way
+    assert seen == [0, 1]
+    zip_path, csv_path, table = app.package(folder)
+    assert [r["image"] for r in table] == ["p0.png"] and table[0]["width"] == "200"
+    with zipfile.ZipFile(zip_path) as z:
+        assert sorted(z.namelist()) == ["p0.png", "p0_prob.png", "results.csv"]
+        z.extractall(tmp_path / "out")
+    assert np.array_equal(read_image(tmp_path / "out" / "p0.png") > 0, seg.segment(images[0])[1])
+    app.stop(folder)  # a late Stop is harmless, and the next batch runs to its end
+    assert [r["image"] for r in app.batch(paths, "DRIVE, fast")[2]] == ["p0.png", "p1.png", "p2.png"]
+
+
+def test_a_zip_with_the_same_name_in_two_folders_keeps_both(app, tmp_path):
+    seg = app.models.get("DRIVE, fast")
+    left = resize(read_image(SAMPLE), (250, 260))
+    right = left[:, ::-1].copy()
+    write_png(tmp_path / "l.png", left)
+    write_png(tmp_path / "r.png", right)
+    with zipfile.ZipFile(tmp_path / "eyes.zip", "w") as z:
+        z.write(tmp_path / "l.png", "left/A.png")
+        z.write(tmp_path / "r.png", "right/a.png")
+    zip_path, _, rows = app.batch([str(tmp_path / "eyes.zip")], "DRIVE, fast")
+    assert [(r["image"], r["mask"]) for r in rows] == [("left/A.png", "A.png"), ("right/a.png", "a_2.png")]
+    with zipfile.ZipFile(zip_path) as z:
+        z.extractall(tmp_path / "out")
+    assert np.array_equal(read_image(tmp_path / "out" / "A.png") > 0, seg.segment(left)[1])
+    assert np.array_equal(read_image(tmp_path / "out" / "a_2.png") > 0, seg.segment(right)[1])
 
 
 @pytest.mark.parametrize("content,message", [
@@ -320,5 +362,45 @@ def test_in_a_browser_segment_download_and_how_it_works(server, reference, tmp_p
                 page.screenshot(path=f"{shots}/app_check.png", full_page=True)
                 page.get_by_role("tab", name="Batch").click()
                 page.screenshot(path=f"{shots}/app_batch.png", full_page=True)
+        finally:
+            browser.close()
+
+
+def test_in_a_browser_a_batch_can_be_stopped_and_keeps_what_is_done(server, tmp_path):
+    """Segment all, Stop part-way: the page offers a zip of exactly the photographs done; the next batch runs."""
+    from playwright.sync_api import sync_playwright
+
+    url, proc = server
+    n = 40
+    photos = []
+    for i in range(n):
+        photos.append(tmp_path / f"eye{i:02d}.png")
+        photos[-1].write_bytes(SAMPLE.read_bytes())
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium(), args=["--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+            page.goto(url)
+            page.get_by_role("tab", name="Batch").click()
+            page.locator("#batch_files input[type=file]").set_input_files([str(p) for p in photos])
+            page.locator("#batch_files").get_by_text("eye39").first.wait_for(timeout=60000)  # shown as "eye39" ".png"
+            page.locator("#batch_go").click()
+            status = page.locator("#batch_status")
+            status.get_by_text(f"1 of {n} segmented").wait_for(timeout=60000)
+            page.locator("#batch_stop").click()
+            status.get_by_text(f"of {n} segmented.").wait_for(timeout=30000)  # "Stopped: K of 40 segmented."
+            done = int(status.inner_text().split("Stopped:")[1].split()[0])
+            assert 1 <= done < n
+            link = page.locator("#batch_zip a").first
+            with page.expect_download() as dl:
+                link.click()
+            dl.value.save_as(tmp_path / "stopped.zip")
+            with zipfile.ZipFile(tmp_path / "stopped.zip") as z:
+                masks = sorted(m for m in z.namelist() if m.endswith(".png") and not m.endswith("_prob.png"))
+                table = list(csv.DictReader(z.read("results.csv").decode().splitlines()))
+            assert masks == [f"eye{i:02d}.png" for i in range(done)] and len(table) == done
+            page.locator("#batch_go").click()  # the server is free again: a whole batch runs to its end
+            status.get_by_text(f"All {n} segmented.").wait_for(timeout=120000)
+            assert proc.poll() is None
         finally:
             browser.close()
