@@ -121,6 +121,17 @@ def broadcast(obj):
     return box[0]
 
 
+def average(tensors):
+    """Replace each tensor, in place, by its mean over the ranks (a single process: unchanged)."""
+    if world()[1] == 1:
+        return
+    import torch.distributed as dist
+
+    for t in tensors:
+        dist.all_reduce(t)  # a sum: Gloo has no AVG
+        t /= dist.get_world_size()
+
+
 def shard(items):
     """This rank's share of ``items``: every WORLD_SIZE-th one from RANK (each item exactly once)."""
     rank, size, _ = world()

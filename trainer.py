@@ -15,7 +15,8 @@ per process: the global batch is batch size x processes (x --accumulate); the le
 not scaled automatically (scale --lr yourself if you change the global batch). BatchNorm is
 synchronised across GPUs (SyncBatchNorm); on CPUs PyTorch has no SyncBatchNorm, so each process
 normalises over its own batch -- exactly what one process computes with --accumulate = the
-number of processes.
+number of processes. With --ema, every process measures the average's BatchNorm statistics over
+its share of the samples and they are averaged over the processes.
 
 Files written next to ``--out`` (all atomically, by rank 0):
   OUT              best weights + architecture + preprocessing + threshold (what inference loads)
@@ -410,7 +411,8 @@ def fit(args, images, labels, val_samples, preprocess, info, look=None, threshol
         would see."""
         if ema is not None:
             rng = _rng_state()
-            update_bn(loader, judged, device)
+            update_bn(loader, judged, device)  # over this process's share of the samples; then over all
+            distributed.average([b for n, b in judged.named_buffers() if n.endswith(("running_mean", "running_var"))])
             _set_rng_state(rng)
         judged.eval()
     workers = args.workers if args.workers >= 0 else (4 if device.type == "cuda" else 0)
@@ -469,8 +471,10 @@ def fit(args, images, labels, val_samples, preprocess, info, look=None, threshol
                 lr = optimizer.param_groups[0]["lr"]
                 scheduler.step()
                 row = {"epoch": epoch, "train_loss": round(float(total[0] / max(total[1], 1)), 5), "lr": f"{lr:.3g}"}
-                if main and val_samples and (epoch % args.val_every == 0 or epoch == args.epochs):
-                    settle()
+                validating = val_samples and (epoch % args.val_every == 0 or epoch == args.epochs)
+                if validating:
+                    settle()  # on every process (it averages over them)
+                if main and validating:
                     m = validate(judged, preprocess, val_samples)
                     row.update({k: round(v, 5) for k, v in m.items()})
                     if best is None or m["val_f1"] > best["val_f1"]:
@@ -503,13 +507,14 @@ def fit(args, images, labels, val_samples, preprocess, info, look=None, threshol
             else:
                 print("\ninterrupted before the first epoch ended; nothing to resume", file=sys.stderr)
         raise SystemExit(130)
+    if not val_samples:
+        settle()  # on every process
     if main:
         if not val_samples:  # no validation images: keep the last model, threshold 0.5 or a reference's
             final = dict(info, **run_config, best_epoch=args.epochs)
             threshold = 0.5
             if threshold_from is not None:
                 threshold, final["threshold_from"] = threshold_from
-            settle()
             save_checkpoint(out, checkpoint_dict(judged, preprocess, threshold, final))
             best = {"epoch": args.epochs}
         export_onnx_beside(out)

@@ -59,6 +59,23 @@ def test_two_processes_train_the_same_weights_as_one(five_images, tmp_path):
     assert (tmp_path / "ddp.pth").is_file() and (tmp_path / "ddp.onnx").is_file()
 
 
+def test_weight_averaging_under_torchrun_measures_statistics_over_every_process(five_images, tmp_path):
+    """--ema with two processes: the average is one process's, and its BatchNorm statistics are measured
+    over both processes' samples (each process over its share, then averaged), not over rank 0's share."""
+    common = [REPO / "train.py", "--root", five_images, *TINY, "--epochs", "2", "--batch-size", "1", "--ema", "0.9"]
+    r = run([*TORCHRUN, *common, "--out", tmp_path / "ddp.pth"], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = run([sys.executable, *common, "--accumulate", "2", "--out", tmp_path / "one.pth"], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    a, b = (torch.load(tmp_path / f"{n}.pth.resume.pth", weights_only=False)["ema"] for n in ("ddp", "one"))
+    weights = [k for k in a if "running_" not in k and "num_batches" not in k and "n_averaged" not in k]
+    assert weights and max((a[k] - b[k]).abs().max().item() for k in weights) < 1e-5
+    # the first BatchNorm sees each sample alone (what comes before it has no batch statistics), so its
+    # mean over the four training samples is the same however they are split into batches and processes
+    key = "module.inc.1.running_mean"
+    assert (a[key] - b[key]).abs().max().item() < 1e-5 and a[key].abs().max().item() > 1e-3
+
+
 def test_sharded_prediction_gives_the_same_files_each_image_once(tmp_path):
     src = tmp_path / "in"
     for i in range(5):
