@@ -28,7 +28,7 @@ import numpy as np
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 from cli import UserError, bounded, run_main  # noqa: E402
-from imio import atomic_replace, is_image_file, read_image, read_mask, stem, write_png, write_probability  # noqa: E402
+from imio import atomic_replace, is_image_file, read_image, read_mask, stem, write_csv, write_png, write_probability  # noqa: E402
 from inference import Segmenter, load_net  # noqa: E402
 from preprocess import estimate_fov, fov_diameter  # noqa: E402
 
@@ -180,17 +180,6 @@ def as_markdown(rows):
 BATCH_COLUMNS = ["image", "mask", "width", "height", "fov_diameter_px", "vessel_fraction_in_fov", "seconds", "error"]
 
 
-def write_rows(path, rows):
-    """results.csv of a batch, rewritten whole (atomically) after every photograph."""
-    def write(tmp):
-        with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=BATCH_COLUMNS)
-            w.writeheader()
-            w.writerows(rows)
-
-    atomic_replace(path, write)
-
-
 def unique_stem(name, used):
     """name, or name_2, name_3, ... if already in ``used`` (which it joins)."""
     candidate, k = name, 1
@@ -306,7 +295,7 @@ class App:
         out = folder / "masks"
         out.mkdir()
         rows, used = [], set()
-        write_rows(out / "results.csv", rows)
+        write_csv(out / "results.csv", rows, BATCH_COLUMNS)  # rewritten whole after every photograph
         self._running[folder] = stop = threading.Event()
         try:
             yield folder, rows, len(files)
@@ -314,7 +303,7 @@ class App:
                 if stop.is_set():
                     return
                 rows.append(self._segment_one(seg, name, path, threshold, out, used))
-                write_rows(out / "results.csv", rows)
+                write_csv(out / "results.csv", rows, BATCH_COLUMNS)  # rewritten whole after every photograph
                 yield folder, rows, len(files)
         finally:
             del self._running[folder]

@@ -14,7 +14,6 @@ chosen on the test set. The second observer (DATASET/test/label2) is scored agai
 as the human reference. Writes OUT/per_image.csv, OUT/summary.json, OUT/roc.png, OUT/pr.png.
 """
 import argparse
-import csv
 import json
 import sys
 import time
@@ -25,7 +24,7 @@ from tqdm import tqdm
 import distributed
 from cli import UserError, add_dataset_args, bounded, run_main, writable_dir
 from dataset import load_sample, pair_files, split_dir
-from imio import atomic_replace, read_mask, read_probability
+from imio import atomic_replace, read_mask, read_probability, write_csv
 from metrics import all_metrics, binary_metrics, pooled
 
 ORDER = ["auc_roc", "auc_pr", "f1", "accuracy", "sensitivity", "specificity", "mcc", "iou"]
@@ -148,13 +147,7 @@ def main(argv=None):
     human = human_reference(args.root, args.dataset, samples) if args.split == "test" else None
 
 
-    def write_csv(tmp):
-        with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=["image"] + ORDER)
-            w.writeheader()
-            w.writerows(rows)
-
-    atomic_replace(out / "per_image.csv", write_csv, suffix=".csv")
+    write_csv(out / "per_image.csv", rows, ["image"] + ORDER)
     report = {"dataset": args.dataset, "split": args.split, "images": len(samples), "source": source,
               "method": method, "threshold": threshold, "tta": args.tta, "detail": detail, "seconds": round(seconds, 2),
               "metrics": {k: round(summary[k], 4) for k in ORDER},

@@ -1,4 +1,5 @@
 """Image and file I/O: robust reading of what cameras and archives produce, atomic writing."""
+import csv
 import gzip
 import io
 import os
@@ -111,6 +112,17 @@ def atomic_replace(path, write_fn, suffix=None):
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def write_csv(path, rows, fieldnames):
+    """Write dicts as a CSV table with a header line, atomically (a reader never sees half a table)."""
+    def write(tmp):
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=fieldnames)
+            w.writeheader()
+            w.writerows(rows)
+
+    atomic_replace(path, write, suffix=".csv")
 
 
 def write_png(path, arr, text=None):

@@ -23,7 +23,6 @@ Files written next to ``--out`` (all atomically, by rank 0):
   OUT.resume.pth   full state after the last completed epoch (``--resume`` continues from it)
   OUT.log.csv      one row per epoch: loss, validation F1/AUC, threshold, learning rate, time
 """
-import csv
 import random
 import signal
 import sys
@@ -40,7 +39,7 @@ from tqdm import tqdm
 import distributed
 from cli import UserError, add_dataset_args, bounded, warn, writable_dir
 from training_data import VesselDataset, augmentation, pad_collate
-from imio import atomic_replace
+from imio import write_csv
 from inference import Segmenter
 from losses import CEDiceLoss
 from metrics import best_threshold, pooled
@@ -260,13 +259,7 @@ def _paths(out):
 
 
 def _write_log(path, rows):
-    def write(tmp):
-        with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=LOG_FIELDS)
-            w.writeheader()
-            w.writerows(rows)
-
-    atomic_replace(path, write, suffix=".csv")
+    write_csv(path, rows, LOG_FIELDS)
 
 
 def _autocast(device):
