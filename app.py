@@ -505,8 +505,8 @@ def build(app):
 
             def run_batch(files, m, a):
                 for folder, rows, total in app.batch_steps(files, m, None, a):
-                    if len(rows) < total:  # the table grows as the photographs are done
-                        yield gr.skip(), gr.skip(), table(rows), f"{len(rows)} of {total} segmented ...", folder
+                    if len(rows) < total:  # the table grows as the photographs are done; no earlier batch's zip
+                        yield None, None, table(rows), f"{len(rows)} of {total} segmented ...", folder
                 z, c, rows = app.package(folder)
                 done = f"All {total} segmented." if len(rows) == total else f"Stopped: {len(rows)} of {total} segmented."
                 yield z, c, table(rows), done, folder

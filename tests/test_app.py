@@ -400,6 +400,8 @@ def test_in_a_browser_a_batch_can_be_stopped_and_keeps_what_is_done(server, tmp_
             if shots := os.environ.get("APP_SCREENSHOTS"):
                 page.screenshot(path=f"{shots}/app_batch.png", full_page=True)
             page.locator("#batch_go").click()  # the server is free again: a whole batch runs to its end
+            status.get_by_text(f"of {n} segmented ...").wait_for(timeout=60000)  # running (not "Stopped: ...")
+            assert page.locator("#batch_zip a").count() == 0  # while it runs, no earlier batch's zip is offered
             status.get_by_text(f"All {n} segmented.").wait_for(timeout=120000)
             assert proc.poll() is None
         finally:
