@@ -353,11 +353,10 @@ class App:
         atomic_replace(zip_path, write_zip)
         return str(zip_path), str(csv_path), rows
 
-    def batch(self, paths, model, threshold=None, tta=False, progress=None):
+    def batch(self, paths, model, threshold=None, tta=False):
         """The whole batch at once -> zip of masks + 16-bit probability maps + results.csv, the CSV path, rows."""
-        for folder, rows, total in self.batch_steps(paths, model, threshold, tta):
-            if progress is not None:
-                progress((len(rows), total), desc=f"{len(rows)} of {total} segmented")
+        for folder, _, _ in self.batch_steps(paths, model, threshold, tta):
+            pass
         return self.package(folder)
 
     @staticmethod

@@ -258,10 +258,6 @@ def _paths(out):
     return out, out.with_name(out.name + ".resume.pth"), out.with_name(out.name + ".log.csv")
 
 
-def _write_log(path, rows):
-    write_csv(path, rows, LOG_FIELDS)
-
-
 def _autocast(device):
     """Mixed precision on CUDA (bf16 where supported, else fp16 + a gradient scaler); fp32 elsewhere."""
     if device.type != "cuda":
@@ -485,7 +481,7 @@ def fit(args, images, labels, val_samples, preprocess, info, look=None, threshol
                         "log": rows, "rng": rngs,
                         **({"ema": {k: v.detach().cpu() for k, v in ema.state_dict().items()}} if ema is not None else {}),
                     })
-                    _write_log(log_path, rows)
+                    write_csv(log_path, rows, LOG_FIELDS)
                     msg = f"epoch {epoch}: loss {row['train_loss']:.4f}"
                     if "val_f1" in row:
                         msg += f", val F1 {row['val_f1']:.4f} AUC {row['val_auc']:.4f} (best {best['val_f1']:.4f} @ {best['epoch']})"
