@@ -73,7 +73,17 @@ def _read(path, convert):
         raise UserError(f"{path}: larger than {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels; "
                         "downscale it before segmenting") from None
     except (UnidentifiedImageError, OSError, EOFError, SyntaxError, ValueError, zlib.error) as exc:
-        raise UserError(f"{path}: not a readable image ({exc}); replace or remove the file") from None
+        raise UserError(f"{path}: not a readable image ({_why(exc)}); replace or remove the file") from None
+
+
+def _why(exc):
+    """What is wrong with an unreadable image file, in words (not Python's internals)."""
+    text = str(exc).lower()
+    if isinstance(exc, UnidentifiedImageError) or "cannot identify" in text:
+        return "not an image file, or a format that cannot be read"
+    if isinstance(exc, (EOFError, zlib.error)) or "truncated" in text or "broken" in text or "not enough" in text:
+        return "the file is cut short or damaged"
+    return "the file is damaged"
 
 
 def read_image(path):

@@ -265,6 +265,8 @@ def prediction_main(default_weights, doc, train_hint):
     import distributed
     from cli import bounded, run_main, warn, writable_dir
     from imio import is_image_file, list_images, read_image, stem, write_png, write_probability
+    from morphometry import (add_scale_args, failed_row, image_files, measure_and_write, read_json, write_json,
+                             write_table)
 
     @run_main
     def main(argv=None):
@@ -287,6 +289,10 @@ def prediction_main(default_weights, doc, train_hint):
                             "scale, 1..4 (default: the value stored in the model; 1 for models trained without it)")
         p.add_argument("--skip-existing", action="store_true",
                        help="skip images whose outputs already exist (continue an interrupted run)")
+        p.add_argument("--measure", action="store_true",
+                       help="also measure each mask (as measure.py: NAME_measurements.json, and OUTPUT/measurements.csv "
+                            "for all images)")
+        add_scale_args(p)
         distributed.add_device_arg(p)
         args = p.parse_args(argv)
 
@@ -316,7 +322,8 @@ def prediction_main(default_weights, doc, train_hint):
             seg.threshold = args.threshold
 
         def done_before(dst):
-            return dst.is_file() and (not args.prob or dst.with_name(dst.stem + "_prob.png").is_file())
+            return dst.is_file() and (not args.prob or dst.with_name(dst.stem + "_prob.png").is_file()) and \
+                (not args.measure or read_json(image_files(out_dir, dst.stem)["json"]) is not None)
 
         total = len(jobs)
         skipped = [j for j in jobs if done_before(j[1])] if args.skip_existing else []
@@ -341,11 +348,18 @@ def prediction_main(default_weights, doc, train_hint):
                     raise
                 warn(str(exc))
                 failed.append(src.name)
+                if args.measure:
+                    write_json(image_files(out_dir, dst.stem)["json"], failed_row(dst.stem, str(exc)))
                 continue
             try:
                 write_png(dst, mask)
                 if args.prob:
                     write_probability(dst.with_name(dst.stem + "_prob.png"), prob)
+                if args.measure:
+                    measure_and_write(dst.stem, mask, out_dir, fov=estimate_fov(image),
+                                      fov_source="estimated from the photograph", photo=image,
+                                      um_per_px=args.um_per_px, fov_degrees=args.fov_degrees,
+                                      min_segment_px=args.min_segment, segments=args.segments, overlay=args.overlay)
             except OSError as exc:
                 raise UserError(f"cannot write {dst}: {exc.strerror or exc}") from None
         distributed.init(None)
@@ -360,6 +374,11 @@ def prediction_main(default_weights, doc, train_hint):
         skip = f", {len(skipped)} skipped (already done)" if skipped else ""
         print(f"segmented {len(times)} image(s){split}{skip} -> {where} "
               f"({np.median(times) if times else 0:.3f} s per image, median)")
+        if args.measure:
+            rows = [read_json(image_files(out_dir, dst.stem)["json"]) for _, dst in jobs]
+            rows = [r for r in rows if r is not None]
+            write_table(out_dir / "measurements.csv", rows)
+            print(f"measured {len(rows)} image(s) -> {out_dir / 'measurements.csv'}")
         if failed:
             raise UserError(f"{len(failed)} of {total} images could not be read: {', '.join(failed[:5])}")
 
