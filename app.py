@@ -30,6 +30,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 from cli import UserError, bounded, run_main  # noqa: E402
 from imio import atomic_replace, is_image_file, read_image, read_mask, stem, write_csv, write_png, write_probability  # noqa: E402
 from inference import Segmenter, load_net  # noqa: E402
+from morphometry import COLUMNS as MEASURE_COLUMNS, measure_mask, overlays, readable  # noqa: E402
 from preprocess import estimate_fov, fov_diameter  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -178,6 +179,19 @@ def as_markdown(rows):
 
 
 BATCH_COLUMNS = ["image", "mask", "width", "height", "fov_diameter_px", "vessel_fraction_in_fov", "seconds", "error"]
+# results.csv also has every vessel measurement (measure.py's columns); the page's table shows a few
+MEASURED = [c for c in MEASURE_COLUMNS if c not in ("image", "width_px", "height_px", "fov_diameter_px", "status", "note")]
+RESULT_COLUMNS = BATCH_COLUMNS + ["measure_note"] + MEASURED
+SHOWN_MEASURES = ["centreline_length_px", "mean_calibre_px", "fd_mask", "distance_factor", "n_branch_points"]
+
+
+def measurement_table(row):
+    """The measurements of one mask as a Markdown table with units; the reasons for what is missing below it."""
+    lines = ["| measure | value | unit |", "|---|---|---|"]
+    lines += [f"| {name} | {value} | {unit} |" for name, value, unit in readable(row)]
+    if row.get("note"):
+        lines.append(f"\n{row['note']}")
+    return "\n".join(lines)
 
 
 def unique_stem(name, used):
@@ -216,6 +230,18 @@ class App:
         info = figures(image, trace["fov"], mask, seconds)
         info["threshold"] = f"{seg.threshold if threshold is None else threshold:.3f}"
         return overlay(image, mask), mask.astype(np.uint8) * 255, to_u8(prob), info, str(mask_file), str(prob_file)
+
+    def measure(self, path, mask_path):
+        """-> the vessel measurements of a segmented photograph (a Markdown table with units, as
+        measure.py computes them) and its centreline coloured by calibre over the photograph."""
+        image = read_upload(path)
+        mask = read_upload(mask_path, "mask", read_mask)
+        if mask.shape != image.shape[:2]:
+            raise UserError("the mask does not belong to this photograph: segment it again")
+        fov = estimate_fov(image)
+        row, segs, _ = measure_mask(mask, fov, fov_source="estimated from the photograph")
+        by_calibre, _ = overlays(segs, mask & fov, image)
+        return measurement_table(row), by_calibre
 
     def explain(self, path, patch_model, whole_model):
         """-> (patch method stages, whole-image method stages): lists of (image, caption)."""
@@ -295,7 +321,7 @@ class App:
         out = folder / "masks"
         out.mkdir()
         rows, used = [], set()
-        write_csv(out / "results.csv", rows, BATCH_COLUMNS)  # rewritten whole after every photograph
+        write_csv(out / "results.csv", rows, RESULT_COLUMNS)  # rewritten whole after every photograph
         self._running[folder] = stop = threading.Event()
         try:
             yield folder, rows, len(files)
@@ -303,7 +329,7 @@ class App:
                 if stop.is_set():
                     return
                 rows.append(self._segment_one(seg, name, path, threshold, out, used))
-                write_csv(out / "results.csv", rows, BATCH_COLUMNS)  # rewritten whole after every photograph
+                write_csv(out / "results.csv", rows, RESULT_COLUMNS)  # rewritten whole after every photograph
                 yield folder, rows, len(files)
         finally:
             del self._running[folder]
@@ -311,7 +337,7 @@ class App:
     @staticmethod
     def _segment_one(seg, name, path, threshold, out, used):
         """One photograph of a batch: writes its mask and probability map, -> its results.csv row."""
-        row = dict.fromkeys(BATCH_COLUMNS, "") | {"image": name}
+        row = dict.fromkeys(RESULT_COLUMNS, "") | {"image": name}
         try:
             image = read_image(path)
             t = {}
@@ -327,6 +353,9 @@ class App:
         row.update(mask=f"{mask_name}.png", width=image.shape[1], height=image.shape[0],
                    fov_diameter_px=f"{fov_diameter(t['fov']):.0f}",
                    vessel_fraction_in_fov=f"{mask[t['fov']].mean():.4f}" if t["fov"].any() else "")
+        measured, _, _ = measure_mask(mask, t["fov"], fov_source="estimated from the photograph", want_segments=False)
+        row.update({c: "" if measured[c] is None else f"{measured[c]:.6g}" if isinstance(measured[c], float)
+                    else measured[c] for c in MEASURED}, measure_note=measured["note"])
         return row
 
     def stop(self, folder):
@@ -449,9 +478,17 @@ def build(app):
                     with gr.Row():
                         mask_file = gr.File(label="Mask (PNG, lossless)", elem_id="mask_file")
                         prob_file = gr.File(label="Probability map (16-bit PNG)", elem_id="prob_file")
+                    with gr.Row():
+                        m_over = gr.Image(label="Centreline coloured by calibre (px)", format="png", interactive=False,
+                                          elem_id="calibre_overlay")
+                        with gr.Column():
+                            gr.Markdown("**Vessel measurements** inside the FOV (as `measure.py`; definitions in the "
+                                        "README). Pixels: run `measure.py --fov-degrees` for micrometres.")
+                            m_table = gr.Markdown(elem_id="measurements")
             model.change(page_errors(app.models.threshold), model, threshold, api_name=False)
             run.click(page_errors(lambda p, m, t, a: app.segment(p, m, t, a)), [photo, model, threshold, tta],
-                      [over, mask, prob, info, mask_file, prob_file], api_name="segment")
+                      [over, mask, prob, info, mask_file, prob_file], api_name="segment") \
+                .success(page_errors(app.measure), [photo, mask_file], [m_table, m_over], api_name="measure")
         with gr.Tab("How it works"):
             gr.Markdown("Every stage of the two methods on your photograph (the one uploaded in *Segment*, or "
                         "the sample), computed by the same code as the segmentation itself.")
@@ -494,13 +531,14 @@ def build(app):
             with gr.Row():
                 b_zip = gr.File(label="Masks (zip)", elem_id="batch_zip")
                 b_csv = gr.File(label="results.csv")
-            b_table = gr.Dataframe(headers=BATCH_COLUMNS, label="Results", interactive=False, elem_id="batch_table")
+            b_table = gr.Dataframe(headers=BATCH_COLUMNS + SHOWN_MEASURES, label="Results (every measure: results.csv)",
+                                   interactive=False, elem_id="batch_table")
 
             b_status = gr.Markdown(elem_id="batch_status")
             b_folder = gr.State(None)  # this visitor's running (or last) batch, for Stop
 
             def table(rows):
-                return [[r[c] for c in BATCH_COLUMNS] for r in rows]
+                return [[r.get(c, "") for c in BATCH_COLUMNS + SHOWN_MEASURES] for r in rows]
 
             def run_batch(files, m, a):
                 for folder, rows, total in app.batch_steps(files, m, None, a):

@@ -104,13 +104,20 @@ def is_binary(arr):
 _SEGMENTER = None
 
 
+class ModelError(UserError):
+    """The model cannot be loaded: every photograph would fail the same way, so the run stops."""
+
+
 def _segmenter(opts):
     global _SEGMENTER
     if _SEGMENTER is None:
         from inference import Segmenter
 
-        _SEGMENTER = Segmenter.from_file(opts["weights"], device=opts["device"], rescale=not opts["no_rescale"],
-                                         flip=opts["tta"], detail=opts["detail"])
+        try:
+            _SEGMENTER = Segmenter.from_file(opts["weights"], device=opts["device"], rescale=not opts["no_rescale"],
+                                             flip=opts["tta"], detail=opts["detail"])
+        except UserError as exc:
+            raise ModelError(str(exc)) from None
         if opts["threshold"] is not None:
             _SEGMENTER.threshold = opts["threshold"]
     return _SEGMENTER
@@ -152,6 +159,8 @@ def measure_job(job, opts):
                                  um_per_px=opts["um_per_px"], fov_degrees=opts["fov_degrees"],
                                  min_segment_px=opts["min_segment"], segments=opts["segments"],
                                  overlay=opts["overlay"])
+    except ModelError:
+        raise
     except UserError as exc:
         return _failed(name, opts, str(exc))
 

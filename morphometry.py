@@ -80,6 +80,36 @@ COLUMNS = [
     "tortuosity_density_per_px", "tortuosity_density_per_mm", "n_end_points", "n_branch_points", "n_segments",
     "n_segments_scored", "min_segment_px", "branching_angle_deg", "n_branching_angles",
 ]
+# what each measure is called in words, and its unit, for tables people read (the web page)
+LABELS = {
+    "vessel_area_density": ("vessel area density (vessel pixels / FOV pixels)", ""),
+    "centreline_length_px": ("centreline length", "px"), "centreline_length_mm": ("centreline length", "mm"),
+    "length_density_mm_per_mm2": ("length density", "mm / mm²"),
+    "mean_calibre_px": ("mean calibre (area / length)", "px"), "mean_calibre_um": ("mean calibre (area / length)", "µm"),
+    "calibre_weighted_px": ("calibre across the vessel, length-weighted", "px"),
+    "calibre_weighted_um": ("calibre across the vessel, length-weighted", "µm"),
+    "fd_mask": ("fractal dimension of the mask (box counting)", ""),
+    "fd_centreline": ("fractal dimension of the centreline (box counting)", ""),
+    "distance_factor": ("tortuosity: distance factor (arc / chord)", ""),
+    "curvature_tortuosity_per_px2": ("tortuosity: mean squared curvature", "1 / px²"),
+    "tortuosity_density_per_px": ("tortuosity density (Grisan 2008)", "1 / px"),
+    "n_end_points": ("end points", ""), "n_branch_points": ("branch points", ""), "n_segments": ("segments", ""),
+    "branching_angle_deg": ("branching angle, mean", "°"),
+}
+
+
+def readable(row):
+    """(measure in words, value, unit) rows for a table people read: the measures that have a value."""
+    out = []
+    for key, (label, unit) in LABELS.items():
+        v = row.get(key)
+        if v is None:
+            continue
+        text = f"{v:.4g}" if isinstance(v, float) else str(v)
+        out.append((label, text, unit))
+    return out
+
+
 SEGMENT_COLUMNS = [
     "image", "segment", "length_px", "chord_px", "calibre_px", "distance_factor", "curvature_tortuosity_per_px2",
     "tortuosity_density_per_px", "scored", "kind", "y0", "x0", "y1", "x1",
@@ -154,6 +184,12 @@ def _smooth(points):
     return points.astype(float) if out is None else out
 
 
+def arclength(points):
+    """Cumulative length along a polyline, from 0 at its first point."""
+    d = np.diff(points, axis=0)
+    return np.concatenate(([0.0], np.cumsum(np.sqrt((d * d).sum(axis=1)))))
+
+
 def polyline_length(points):
     if len(points) < 2:
         return 0.0
@@ -162,7 +198,7 @@ def polyline_length(points):
 
 def _resample(points, step=1.0):
     """Points at equal arc-length steps along a polyline (the last point kept)."""
-    d = np.r_[0.0, np.cumsum(np.hypot(*np.diff(points, axis=0).T))]
+    d = arclength(points)
     if d[-1] <= 0:
         return points[:1]
     s = np.arange(0.0, d[-1], step)
@@ -336,7 +372,7 @@ def measure_mask(mask, fov=None, um_per_px=None, fov_degrees=None, min_segment_p
         tan = np.gradient(p, axis=0) if len(p) > 1 else np.array([[0.0, 1.0]])
         tan /= np.maximum(np.hypot(tan[:, 0], tan[:, 1]), 1e-12)[:, None]
         r = edt[np.clip(np.round(p[:, 0]).astype(int), 0, h - 1), np.clip(np.round(p[:, 1]).astype(int), 0, w - 1)]
-        s = np.r_[0.0, np.cumsum(np.hypot(*np.diff(p, axis=0).T))]
+        s = arclength(p)
         keep = np.ones(len(p), bool)
         if seg.ends[0] == "junction":
             keep &= s > r + 1
@@ -432,13 +468,13 @@ def _skeleton_graph(skel, edt):
     return sk.prune_paths(spurs) if spurs else sk
 
 
-def _trim_ends(raw, ends, edt):
+def _trim_ends(raw, ends, r):
     """The path without the points within one vessel width (twice the segment's median distance
     transform) of the ends named in ``ends`` (both: booleans), when the path is long enough to spare
     them. Thinning bends a centreline into a corner of a vessel's blunt end, and towards the middle
-    of the blob where vessels meet at a branch point: neither is the vessel's course."""
-    r = float(np.median(edt[raw[:, 0].astype(int), raw[:, 1].astype(int)]))
-    s = np.r_[0.0, np.cumsum(np.hypot(*np.diff(raw, axis=0).T))]
+    of the blob where vessels meet at a branch point: neither is the vessel's course. ``r``: the
+    segment's median distance transform."""
+    s = arclength(raw)
     keep = np.ones(len(raw), bool)
     if ends[0]:
         keep &= s >= 2 * r
@@ -454,7 +490,7 @@ def _extend_to_tip(p, mask_f, step=0.25):
 
     if len(p) < 2:
         return p
-    s = np.r_[0.0, np.cumsum(np.hypot(*np.diff(p, axis=0).T))]
+    s = arclength(p)
     j = min(int(np.searchsorted(s, 5.0)), len(p) - 1)
     d = p[0] - p[j]
     n = np.hypot(*d)
@@ -485,8 +521,9 @@ def _segments(sk, jlabels, ends, edt, min_len, mask_f):
         kinds = []
         for k in (0, -1):
             kinds.append("junction" if jl[k] > 0 else "end" if ends[ry[k], rx[k]] else "loop")
-        p = _smooth(_trim_ends(raw, [k == "end" for k in kinds], edt))
-        core = _smooth(_trim_ends(raw, [k != "loop" for k in kinds], edt))  # for curvature
+        r = float(np.median(edt[ry, rx]))
+        p = _smooth(_trim_ends(raw, [k == "end" for k in kinds], r))
+        core = _smooth(_trim_ends(raw, [k != "loop" for k in kinds], r))  # for curvature
         for k in (0, 1):
             if kinds[k] == "end":
                 p = _extend_to_tip(p if k == 0 else p[::-1], mask_f)
@@ -536,7 +573,7 @@ def _branching_angles(segments, jlabels, edt, arm):
             lab = int(jlabels[y, x])
             if lab == 0:
                 continue
-            s = np.r_[0.0, np.cumsum(np.hypot(*np.diff(q, axis=0).T))]
+            s = arclength(q)
             a = 2.0 * float(edt[y, x])
             if s[-1] < a + arm:
                 a = 0.0

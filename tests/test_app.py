@@ -110,6 +110,23 @@ def test_check_uses_evaluate_metrics(app, drive_src):
     assert rows2["FOV"].startswith("estimated") and abs(float(rows2["f1"]) - float(rows["f1"])) < 0.01
 
 
+def test_measure_gives_measure_py_figures_with_units_and_the_calibre_overlay(app):
+    from morphometry import measure_mask
+    from preprocess import estimate_fov
+
+    *_, mask_file, _ = app.segment(str(SAMPLE), "DRIVE, whole image")
+    text, by_calibre = app.measure(str(SAMPLE), mask_file)
+    image = read_image(SAMPLE)
+    expect, _, _ = measure_mask(read_mask(mask_file), estimate_fov(image))
+    assert f"| centreline length | {expect['centreline_length_px']:.4g} | px |" in text
+    assert f"| branch points | {expect['n_branch_points']} |" in text and "{" not in text  # a table, not JSON
+    assert by_calibre.shape == (584, 565, 3) and not np.array_equal(by_calibre, image)
+    other = Path(mask_file).with_name("other.png")
+    write_png(other, np.zeros((40, 50), bool))
+    with pytest.raises(UserError, match="does not belong to this photograph"):
+        app.measure(str(SAMPLE), str(other))
+
+
 def test_batch_writes_a_zip_and_csv_and_reports_bad_files(app, tmp_path):
     small = resize(read_image(SAMPLE), (300, 310))
     write_png(tmp_path / "a.png", small)
@@ -126,6 +143,15 @@ def test_batch_writes_a_zip_and_csv_and_reports_bad_files(app, tmp_path):
     assert table[0]["width"] == "300" and float(table[0]["vessel_fraction_in_fov"]) > 0.05
     with zipfile.ZipFile(zip_path) as z:
         assert sorted(z.namelist()) == ["a.png", "a_prob.png", "b.png", "b_prob.png", "results.csv"]
+        z.extractall(tmp_path / "out")
+    # every vessel measurement per photograph, as measure.py takes it from the mask and the photograph
+    from morphometry import measure_mask
+    from preprocess import estimate_fov
+
+    expect, _, _ = measure_mask(read_mask(tmp_path / "out" / "a.png"), estimate_fov(small))
+    for key in ("centreline_length_px", "mean_calibre_px", "fd_mask", "distance_factor", "n_branch_points"):
+        assert float(table[0][key]) == pytest.approx(expect[key], rel=1e-5), key
+    assert table[1]["centreline_length_px"] == "" and table[1]["error"]
 
 
 def test_a_batch_stopped_part_way_keeps_what_is_done(app, tmp_path):

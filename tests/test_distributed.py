@@ -97,6 +97,25 @@ def test_sharded_prediction_gives_the_same_files_each_image_once(tmp_path):
     assert (tmp_path / "two" / "im3.png").read_bytes() == one["im3.png"]
 
 
+def test_sharded_measuring_gives_the_same_table_each_image_once(tmp_path):
+    src = tmp_path / "masks"
+    for i in range(5):
+        _, label, _ = disc_image(120 + 10 * i, 140, 55, seed=i)
+        write_png(src / f"m{i}.png", label)
+    r1 = run([sys.executable, REPO / "measure.py", "--input", src, "--output", tmp_path / "one" / "m.csv",
+              "--workers", "1"], cwd=tmp_path)
+    r2 = run([*TORCHRUN, REPO / "measure.py", "--input", src, "--output", tmp_path / "two" / "m.csv"], cwd=tmp_path)
+    assert r1.returncode == 0 and r2.returncode == 0, r2.stderr[-3000:]
+    assert "measured 5 of 5 image(s) on 2 processes (3 + 2)" in r2.stdout and r2.stdout.count("measured") == 1
+    assert (tmp_path / "one" / "m.csv").read_text() == (tmp_path / "two" / "m.csv").read_text()
+    # continued after an interruption: only the missing image is measured again
+    (tmp_path / "two" / "m3_measurements.json").unlink()
+    r3 = run([*TORCHRUN, REPO / "measure.py", "--input", src, "--output", tmp_path / "two" / "m.csv",
+              "--skip-existing"], cwd=tmp_path)
+    assert r3.returncode == 0 and "on 2 processes (1 + 0), 4 reused" in r3.stdout, r3.stdout + r3.stderr
+    assert (tmp_path / "one" / "m.csv").read_text() == (tmp_path / "two" / "m.csv").read_text()
+
+
 def test_resume_after_a_kill_under_torchrun(five_images, tmp_path):
     common = [*TORCHRUN, REPO / "train.py", "--root", five_images, *TINY, "--epochs", "6", "--batch-size", "1"]
     r = run([*common, "--out", tmp_path / "ref.pth"], cwd=tmp_path)

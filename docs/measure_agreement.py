@@ -1,0 +1,95 @@
+"""Do the vessel measurements of the model's masks agree with those of the manual annotations?
+
+Measures, with morphometry.py, every photograph of a test set three ways: the first observer's
+annotation (the reference), the shipped model's mask (predict.py's defaults) and, where the set has
+one, the second observer's annotation (the human reference for disagreement). All inside the same
+FOV (DRIVE's official masks; estimated from the photograph elsewhere). Prints, per measure, the
+mean of each, the relative bias (the mean over images of (other - reference) / reference) and
+Pearson's correlation over the images, as a Markdown table.
+
+    python docs/measure_agreement.py --dataset DRIVE                  # 20 test images, UNet.onnx
+    python docs/measure_agreement.py --dataset STARE                  # 10 test images, UNet_STARE.onnx
+    python docs/measure_agreement.py --dataset FIVES                  # 19 FIVES-mini photographs, UNet.onnx
+"""
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from imio import read_image, read_mask, stem  # noqa: E402
+from inference import Segmenter  # noqa: E402
+from morphometry import measure_mask  # noqa: E402
+from preprocess import estimate_fov  # noqa: E402
+
+MEASURES = ["vessel_area_density", "centreline_length_px", "mean_calibre_px", "calibre_weighted_px", "fd_mask",
+            "fd_centreline", "distance_factor", "curvature_tortuosity_per_px2", "tortuosity_density_per_px",
+            "n_end_points", "n_branch_points", "n_segments", "branching_angle_deg"]
+STARE_TEST = ["im0162", "im0163", "im0235", "im0236", "im0239", "im0240", "im0255", "im0291", "im0319", "im0324"]
+
+
+def items(dataset, data):
+    """(name, photograph, FOV or None, first observer, second observer or None) of the test set."""
+    if dataset == "DRIVE":
+        d = data / "DRIVE" / "test"
+        for f in sorted((d / "images").glob("*_test.tif")):
+            n = f.name[:2]
+            yield (n, f, d / "mask" / f"{n}_test_mask.gif", d / "1st_manual" / f"{n}_manual1.gif",
+                   d / "2nd_manual" / f"{n}_manual2.gif")
+    elif dataset == "STARE":
+        d = data / "STARE"
+        for n in STARE_TEST:
+            yield (n, d / "stare-images" / f"{n}.ppm.gz", None, d / "labels-ah" / f"{n}.ah.ppm.gz",
+                   d / "labels-vk" / f"{n}.vk.ppm.gz")
+    else:
+        d = data / "FIVES-mini"
+        for f in sorted((d / "image").glob("*.png")):
+            yield stem(f), f, None, d / "label" / f.name, None
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", choices=["DRIVE", "STARE", "FIVES"], default="DRIVE")
+    p.add_argument("--data", default=os.environ.get("RETINA_DATA", "../shared/data"))
+    p.add_argument("--weights", default=None, help="default: UNet_STARE.onnx for STARE, else UNet.onnx")
+    args = p.parse_args(argv)
+    weights = args.weights or ("UNet_STARE.onnx" if args.dataset == "STARE" else "UNet.onnx")
+    seg = Segmenter.from_file(weights)
+    rows = {"reference": [], "model": [], "second observer": []}
+    times = []
+    for name, photo, fov_file, first, second in items(args.dataset, Path(args.data)):
+        image = read_image(photo)
+        fov = read_mask(fov_file) if fov_file else estimate_fov(image)
+        _, mask = seg.segment(image)
+        masks = {"reference": read_mask(first), "model": mask}
+        if second:
+            masks["second observer"] = read_mask(second)
+        for k, m in masks.items():
+            t0 = time.perf_counter()
+            row, _, _ = measure_mask(m, fov)
+            times.append(time.perf_counter() - t0)
+            rows[k].append(row)
+    n = len(rows["reference"])
+    others = [k for k in ("model", "second observer") if rows[k]]
+    print(f"{args.dataset}: {n} images, model {weights}; measuring took {np.median(times):.2f} s per mask (median)\n")
+    head = "| measure | reference (1st observer) mean | " + " | ".join(
+        f"{k} mean | {k} bias | {k} r" for k in others) + " |"
+    print(head)
+    print("|" + "---|" * (2 + 3 * len(others)))
+    for m in MEASURES:
+        ref = np.array([np.nan if r[m] is None else r[m] for r in rows["reference"]], float)
+        cells = [m, f"{np.nanmean(ref):.4g}"]
+        for k in others:
+            val = np.array([np.nan if r[m] is None else r[m] for r in rows[k]], float)
+            ok = np.isfinite(ref) & np.isfinite(val) & (ref != 0)
+            bias = np.mean((val[ok] - ref[ok]) / ref[ok]) * 100
+            r = np.corrcoef(ref[ok], val[ok])[0, 1] if ok.sum() > 2 else float("nan")
+            cells += [f"{np.nanmean(val):.4g}", f"{bias:+.1f} %", f"{r:.2f}"]
+        print("| " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
