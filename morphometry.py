@@ -342,12 +342,26 @@ def measure_mask(mask, fov=None, um_per_px=None, fov_degrees=None, min_segment_p
                fov_diameter_px=round(diam, 1), um_per_px=um_per_px, min_segment_px=round(min_len, 2))
     area = int(vessel.sum())
     row["vessel_area_density"] = area / fov_area
+    # the rest works on the FOV's bounding box (1 px margin): the same figures in less time and memory
+    rows, cols = np.flatnonzero(fov.any(1)), np.flatnonzero(fov.any(0))
+    y0, x0 = max(int(rows[0]) - 1, 0), max(int(cols[0]) - 1, 0)
+    full_shape = (h, w)
+    vessel, fov = vessel[y0:rows[-1] + 2, x0:cols[-1] + 2], fov[y0:rows[-1] + 2, x0:cols[-1] + 2]
+    h, w = vessel.shape
+
+    def uncrop(segments, skel):
+        for seg in segments:
+            seg.points = seg.points + (y0, x0)
+        out = np.zeros(full_shape, bool)
+        out[y0:y0 + h, x0:x0 + w] = skel
+        return segments, out
+
     skel = skeletonize(vessel)
     if area == 0 or not skel.any():
         row.update(centreline_length_px=0.0, length_density_per_px=0.0, n_end_points=0, n_branch_points=0,
                    n_segments=0, n_segments_scored=0, status="empty")
         notes.append("no vessel pixels inside the FOV: nothing else to measure")
-        return _finish(row, notes, um_per_px), [], skel
+        return (_finish(row, notes, um_per_px), *uncrop([], skel))
 
     edt = ndi.distance_transform_edt(vessel)
     sk = _skeleton_graph(skel, edt)
@@ -420,7 +434,7 @@ def measure_mask(mask, fov=None, um_per_px=None, fov_degrees=None, min_segment_p
     else:
         notes.append("no branch point joining exactly three segments: no branching angle")
     row["status"] = "ok"
-    return _finish(row, notes, um_per_px), (segments if want_segments else []), skel
+    return (_finish(row, notes, um_per_px), *uncrop(segments if want_segments else [], skel))
 
 
 def _finish(row, notes, um_per_px):
@@ -655,8 +669,13 @@ def overlays(segments, mask, photo=None):
         bg = np.dstack([np.where(mask, 70, 0).astype(np.uint8)] * 3)
     thick = max(1, int(round(max(mask.shape) / 700)))
     cal = [s.calibre for s in segments]
-    known = [c for c in cal if c is not None]
-    hi = float(np.percentile(known, 98)) if known else 1.0
+    known = np.array([(s.calibre, s.length) for s in segments if s.calibre is not None]).reshape(-1, 2)
+    # the colour scale ends at the 98th percentile of calibre along the vessels (weighted by length: the
+    # short odd segments inside the optic disc do not stretch it)
+    hi = 1.0
+    if len(known):
+        c, l = known[np.argsort(known[:, 0])].T
+        hi = float(c[min(np.searchsorted(np.cumsum(l), 0.98 * l.sum()), len(c) - 1)])
     by_calibre = _colour_overlay(bg, segments, cal, 0.0, hi, thick, "calibre px")
     df = [s.distance_factor if s.scored else None for s in segments]
     by_tortuosity = _colour_overlay(bg, segments, df, 1.0, 1.3, thick, "distance factor")

@@ -217,6 +217,25 @@ def test_units_from_the_pixel_size_or_the_field_of_view():
     assert row["vessel_area_density"] == pytest.approx((mask & fov).sum() / fov.sum())
 
 
+def test_a_fov_off_centre_measures_as_its_cut_out_with_points_in_the_whole_image():
+    small = tree()
+    big = np.zeros((600, 700), bool)
+    big[150:550, 230:630] = small
+    fov = np.zeros_like(big)
+    fov[150:550, 230:630] = True
+    noise = np.zeros_like(big)
+    noise[10:20, 10:200] = True  # outside the FOV: not measured
+    a, segs_a = measure(small)
+    b, segs_b = measure(big | noise, fov=fov)
+    for k in M.COLUMNS[6:]:
+        assert b[k] == (a[k] if a[k] is None else pytest.approx(a[k], rel=1e-9)), k
+    assert (b["width_px"], b["height_px"]) == (700, 600)
+    for sa, sb in zip(segs_a, segs_b):
+        assert np.allclose(sb.points, sa.points + [150, 230])
+    _, _, skel = M.measure_mask(big | noise, fov)
+    assert skel.shape == big.shape and skel[150:550, 230:630].sum() == skel.sum() > 0
+
+
 # --- odd inputs: a row with a reason, never a crash or a silent zero -------------------------------
 
 def test_empty_mask_states_why_and_leaves_the_rest_empty():
