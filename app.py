@@ -11,6 +11,7 @@ found beside this script (.onnx preferred: no PyTorch needed; .pth otherwise).
 """
 import argparse
 import atexit
+import contextlib
 import csv
 import os
 import shutil
@@ -44,6 +45,10 @@ SAMPLES = [str(HERE / "predict" / "img.png")]
 MAX_BATCH_FILES = 500
 MAX_ZIP_BYTES = 2 * 2**30  # uncompressed size of an uploaded zip
 KEEP_OUTPUTS_S = 15 * 60  # downloads stay available this long
+# the largest photograph the page accepts: 40 megapixels (a 7360x4912 camera: 36 MP); checked from the file's
+# header before decoding, so a 100-megapixel upload costs no memory (it took 4.6 GB and 40 s before the limit)
+MAX_PIXELS = 40_000_000
+CONCURRENT = os.cpu_count() or 1  # requests served at once
 VESSEL_RGB = (255, 220, 0)  # overlay colour
 TP_RGB, FP_RGB, FN_RGB = (255, 255, 255), (230, 40, 40), (40, 120, 255)
 
@@ -157,12 +162,13 @@ def draw_windows(gray, windows, size):
     return out
 
 
-def read_upload(path, what="photograph", reader=read_image):
-    """Read an uploaded file; errors name the file as the user knows it, not the server's temporary path."""
+def read_upload(path, what="photograph", reader=None):
+    """Read an uploaded file (a photograph: at most MAX_PIXELS); errors name the file as the user knows
+    it, not the server's temporary path."""
     if not path:
         raise UserError(f"no {what}: upload one first (or pick the sample)")
     try:
-        return reader(Path(path))
+        return reader(Path(path)) if reader else read_image(Path(path), max_pixels=MAX_PIXELS)
     except UserError as exc:
         raise UserError(str(exc).replace(str(path), Path(path).name)) from None
 
@@ -171,11 +177,33 @@ def figures(image, fov, mask, seconds):
     h, w = image.shape[:2]
     return {"image size": f"{w} x {h} px", "FOV diameter": f"{fov_diameter(fov):.0f} px",
             "vessel area inside the FOV": f"{100 * mask[fov].mean():.2f} %" if fov.any() else "-",
-            "seconds": f"{seconds:.3f}"}
+            "segmentation (the model, on the server)": f"{seconds:.3f} s"}
 
 
-def as_markdown(rows):
-    return "| | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows.items())
+def as_markdown(rows, head=("", "")):
+    return f"| {head[0]} | {head[1]} |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows.items())
+
+
+# the metrics of the Check tab, in words
+METRIC_NAMES = {
+    "auc_roc": ("AUC (ROC)", "area under the ROC curve of the probability: 1 = every vessel pixel ranked above every other"),
+    "auc_pr": ("AUC (precision-recall)", "area under the precision-recall curve of the probability"),
+    "f1": ("F1 (Dice)", "2 x overlap / (found + annotated vessel pixels)"),
+    "accuracy": ("accuracy", "pixels right, vessel or not"),
+    "sensitivity": ("sensitivity (recall)", "annotated vessel pixels found"),
+    "specificity": ("specificity", "background pixels left as background"),
+    "mcc": ("Matthews correlation", "correlation of found and annotated, -1 to 1: fair when vessels are few"),
+    "iou": ("IoU (Jaccard)", "overlap / union of found and annotated vessel pixels"),
+}
+
+
+def metrics_markdown(rows):
+    """The Check tab's metrics as a table: the name written out, the value, what it means."""
+    lines = ["| metric | value | what it measures |", "|---|---|---|"]
+    for k, v in rows.items():
+        name, what = METRIC_NAMES.get(k, (k, ""))
+        lines.append(f"| {name} | {v} | {what} |")
+    return "\n".join(lines)
 
 
 BATCH_COLUMNS = ["image", "mask", "width", "height", "fov_diameter_px", "vessel_fraction_in_fov", "seconds", "error"]
@@ -192,6 +220,18 @@ def measurement_table(row):
     if row.get("note"):
         lines.append(f"\n{row['note']}")
     return "\n".join(lines)
+
+
+def batch_summary(rows, total):
+    """The Batch tab's last line: how many were segmented, how many failed, whether it was stopped."""
+    failed = sum(1 for r in rows if r.get("error"))
+    ok = len(rows) - failed
+    text = f"All {total} segmented." if ok == total else f"{ok} of {total} segmented"
+    if failed:
+        text += f"; {failed} could not be segmented — see results.csv."
+    elif ok != total:
+        text += "."
+    return f"Stopped: {text}" if len(rows) < total else text
 
 
 def unique_stem(name, used):
@@ -216,6 +256,7 @@ class App:
 
     def segment(self, path, model, threshold=None, tta=False):
         """-> overlay, mask, probability (uint8 for display), figures, mask file, probability file."""
+        start = time.perf_counter()
         image = read_upload(path)
         seg = self.models.get(model, tta)
         trace = {}
@@ -224,11 +265,13 @@ class App:
         seconds = time.perf_counter() - t0
         folder = self.outputs.new()
         name = stem(path)
-        mask_file, prob_file = folder / f"{name}.png", folder / f"{name}_prob.png"
+        # the downloads are named after the photograph, as what they are
+        mask_file, prob_file = folder / f"{name}_mask.png", folder / f"{name}_prob.png"
         write_png(mask_file, mask)
         write_probability(prob_file, prob)  # 16-bit, as predict.py --prob
         info = figures(image, trace["fov"], mask, seconds)
         info["threshold"] = f"{seg.threshold if threshold is None else threshold:.3f}"
+        info["time on the server (reading, segmenting, writing the files)"] = f"{time.perf_counter() - start:.3f} s"
         return overlay(image, mask), mask.astype(np.uint8) * 255, to_u8(prob), info, str(mask_file), str(prob_file)
 
     def measure(self, path, mask_path):
@@ -339,7 +382,7 @@ class App:
         """One photograph of a batch: writes its mask and probability map, -> its results.csv row."""
         row = dict.fromkeys(RESULT_COLUMNS, "") | {"image": name}
         try:
-            image = read_image(path)
+            image = read_image(path, max_pixels=MAX_PIXELS)
             t = {}
             t0 = time.perf_counter()
             prob, mask = seg.segment(image, threshold=threshold, trace=t)
@@ -413,41 +456,48 @@ class App:
 
 # --------------------------------------------------------------------------- the page
 
-def page_errors(fn):
-    """A user's mistake becomes a message in the page; the server keeps serving."""
-    import contextlib
-    import functools
-    import inspect
+class Notes:
+    """A user's mistake becomes a message in the page, and the server keeps serving.
 
-    import gradio as gr
+    The reason each visitor's last action failed is kept so that the page can show it until the next
+    request (a Gradio error is a toast that fades, and a failed event cannot write into the page):
+    the action stores it here by the visitor's session as it fails, the failure step after it reads it."""
+
+    def __init__(self):
+        self._last = {}
+        self._lock = threading.Lock()
 
     @contextlib.contextmanager
-    def as_messages():
+    def kept(self, request):
+        import gradio as gr
+
+        key = getattr(request, "session_hash", None)
         try:
             yield
-        except UserError as exc:
-            raise gr.Error(str(exc), print_exception=False) from None
-        except MemoryError:
-            raise gr.Error("not enough memory for this photograph: try a smaller one", print_exception=False) from None
+        except (UserError, MemoryError) as exc:
+            text = str(exc) if isinstance(exc, UserError) else "not enough memory for this photograph: try a smaller one"
+            with self._lock:
+                self._last[key] = text
+            raise gr.Error(text, print_exception=False) from None
 
-    if inspect.isgeneratorfunction(fn):  # a step-by-step action (Batch): its errors come while it runs
-        @functools.wraps(fn)
-        def steps(*args, **kwargs):
-            with as_messages():
-                yield from fn(*args, **kwargs)
-
-        return steps
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        with as_messages():
-            return fn(*args, **kwargs)
-
-    return wrapper
+    def pop(self, request):
+        with self._lock:
+            return self._last.pop(getattr(request, "session_hash", None), "unknown reason")
 
 
 def build(app):
     import gradio as gr
+
+    notes = Notes()
+
+    def failed(what):
+        """The status line after a failed action: its reason, which stays until the next request."""
+        def report(photograph, request: gr.Request):
+            name = Path(photograph).name if photograph else ""
+            reason = notes.pop(request)
+            reason = reason[len(name) + 2:] if name and reason.startswith(f"{name}: ") else reason
+            return f"**Could not {what} {name}:** {reason}"
+        return report
 
     names = list(app.models.paths)
     if not names:
@@ -470,11 +520,12 @@ def build(app):
                     tta = gr.Checkbox(False, label="Test-time augmentation (flip; slower)")
                     run = gr.Button("Segment", variant="primary", elem_id="segment")
                 with gr.Column(scale=3):
+                    status = gr.Markdown(elem_id="segment_status")
                     with gr.Row():
-                        over = gr.Image(label="Vessels over the photograph", format="png", interactive=False)
+                        over = gr.Image(label="Vessels over the photograph", format="png", interactive=False, elem_id="overlay")
                         mask = gr.Image(label="Vessel mask", format="png", interactive=False, elem_id="mask")
                         prob = gr.Image(label="Probability", format="png", interactive=False)
-                    info = gr.JSON(label="Figures", elem_id="figures")
+                    info = gr.Markdown(elem_id="figures")
                     with gr.Row():
                         mask_file = gr.File(label="Mask (PNG, lossless)", elem_id="mask_file")
                         prob_file = gr.File(label="Probability map (16-bit PNG)", elem_id="prob_file")
@@ -485,10 +536,49 @@ def build(app):
                             gr.Markdown("**Vessel measurements** inside the FOV (as `measure.py`; definitions in the "
                                         "README). Pixels: run `measure.py --fov-degrees` for micrometres.")
                             m_table = gr.Markdown(elem_id="measurements")
-            model.change(page_errors(app.models.threshold), model, threshold, api_name=False)
-            run.click(page_errors(lambda p, m, t, a: app.segment(p, m, t, a)), [photo, model, threshold, tta],
-                      [over, mask, prob, info, mask_file, prob_file], api_name="segment") \
-                .success(page_errors(app.measure), [photo, mask_file], [m_table, m_over], api_name="measure")
+            shown = gr.State(None)  # the settings and status line of the result on the page
+
+            def segment(photograph, model, threshold, tta, request: gr.Request):
+                """Segment a photograph: overlay, mask, probability, figures, mask file, probability file, status."""
+                with notes.kept(request):
+                    *images, figures_, mask_path, prob_path = app.segment(photograph, model, threshold, tta)
+                done = f"**{Path(photograph).name}**: segmented with {model}, threshold {figures_['threshold']}."
+                return (*images, as_markdown(figures_, ("figure", "value")), mask_path, prob_path, done)
+
+            def measure(photograph, mask, request: gr.Request):
+                """The vessel measurements of a photograph and its mask: a Markdown table, the calibre overlay."""
+                with notes.kept(request):
+                    return app.measure(photograph, mask)
+
+            def settings_changed(model, threshold, tta, result):
+                """Mark the result on the page when the settings no longer match it."""
+                if result is None:
+                    return gr.skip()
+                (m, t, a), done = result
+                if (m, round(t, 3), a) == (model, round(threshold, 3), tta):
+                    return done
+                return (f"{done}\n\n**The settings have changed since this result** (model {m}, threshold "
+                        f"{t:.3f}{', flip' if a else ''}): press **Segment** to update it.")
+
+            def model_threshold(model, request: gr.Request):
+                with notes.kept(request):
+                    return app.models.threshold(model)
+
+            model.change(model_threshold, model, threshold, api_name=False)
+            segment_outputs = [over, mask, prob, info, mask_file, prob_file]
+            # a new request first clears every result of the previous one: nothing stale stays on the page
+            step = run.click(lambda p: [None] * 8 + [f"Segmenting {Path(p).name if p else ''} ..."], photo,
+                             segment_outputs + [m_table, m_over, status], queue=False, api_name=False) \
+                .then(lambda: None, None, shown, queue=False, api_name=False) \
+                .then(segment, [photo, model, threshold, tta], segment_outputs + [status], api_name="segment")
+            step.failure(failed("segment"), photo, status, api_name=False)
+            step.success(lambda m, t, a, done: ((m, t, a), done), [model, threshold, tta, status], shown,
+                         api_name=False)
+            step.success(measure, [photo, mask_file], [m_table, m_over], api_name="measure") \
+                .failure(failed("measure the vessels of"), photo, status, api_name=False)
+            for setting in (model, threshold, tta):
+                setting.change(settings_changed, [model, threshold, tta, shown], status, api_name=False,
+                               queue=False)
         with gr.Tab("How it works"):
             gr.Markdown("Every stage of the two methods on your photograph (the one uploaded in *Segment*, or "
                         "the sample), computed by the same code as the segmentation itself.")
@@ -496,12 +586,22 @@ def build(app):
                 patch_model = gr.Dropdown(patch_names, value=patch_names[0], label="Patch-method model")
                 whole_model = gr.Dropdown(whole_names, value=whole_names[0], label="Whole-image model")
                 show = gr.Button("Show the stages", variant="primary", elem_id="explain")
+            e_status = gr.Markdown(elem_id="explain_status")
             gr.Markdown("### The patch method (local enhancement, the original)")
             patch_gallery = gr.Gallery(columns=3, height=1150, format="png", elem_id="patch_stages")
             gr.Markdown("### The whole-image method (the default)")
             whole_gallery = gr.Gallery(columns=5, height="auto", format="png", elem_id="whole_stages")
-            show.click(page_errors(lambda p, a, b: app.explain(p or SAMPLES[0], a, b)), [photo, patch_model, whole_model],
-                       [patch_gallery, whole_gallery], api_name="explain")
+            def explain(photograph, patch_model, whole_model, request: gr.Request):
+                """Every stage of both methods on a photograph (default: the sample): two lists of (image, caption)."""
+                with notes.kept(request):
+                    stages = app.explain(photograph or SAMPLES[0], patch_model, whole_model)
+                return (*stages, f"The stages on **{Path(photograph or SAMPLES[0]).name}**.")
+
+            step = show.click(lambda p: (None, None, f"Working on {Path(p or SAMPLES[0]).name} ..."), photo,
+                              [patch_gallery, whole_gallery, e_status], queue=False, api_name=False) \
+                .then(explain, [photo, patch_model, whole_model], [patch_gallery, whole_gallery, e_status],
+                      api_name="explain")
+            step.failure(failed("show the stages of"), photo, e_status, api_name=False)
         with gr.Tab("Check against an annotation"):
             gr.Markdown("A photograph, its manual vessel mask and optionally its field-of-view mask: the "
                         "benchmark metrics (inside the FOV, as `evaluate.py`) and where the model disagrees.")
@@ -512,11 +612,23 @@ def build(app):
             with gr.Row():
                 c_model = gr.Dropdown(names, value=default, label="Model")
                 c_go = gr.Button("Compare", variant="primary")
+            c_status = gr.Markdown(elem_id="check_status")
             with gr.Row():
-                c_metrics = gr.JSON(label="Metrics")
-                c_map = gr.Image(label="white: found, red: false vessel, blue: missed", format="png")
-            c_go.click(page_errors(lambda p, l, f, m: app.check(p, l, f, m)), [c_photo, c_label, c_fov, c_model],
-                       [c_metrics, c_map], api_name="check")
+                c_metrics = gr.Markdown(elem_id="check_metrics")
+                c_map = gr.Image(label="white: found, red: false vessel, blue: missed, dark gray: inside the FOV, "
+                                       "correctly left as background; black: outside the FOV", format="png")
+
+            def check(photograph, annotation, fov_mask=None, model=default, request: gr.Request = None):
+                """The benchmark metrics of one photograph against its manual annotation (inside the FOV: the
+                uploaded FOV mask, or the one found in the photograph), and the error map."""
+                with notes.kept(request):
+                    rows, errors = app.check(photograph, annotation, fov_mask, model)
+                return metrics_markdown(rows), errors, f"**{Path(photograph).name}** against its annotation."
+
+            step = c_go.click(lambda p: (None, None, f"Checking {Path(p).name if p else ''} ..."), c_photo,
+                              [c_metrics, c_map, c_status], queue=False, api_name=False) \
+                .then(check, [c_photo, c_label, c_fov, c_model], [c_metrics, c_map, c_status], api_name="check")
+            step.failure(failed("check"), c_photo, c_status, api_name=False)
         with gr.Tab("Batch"):
             gr.Markdown("Several photographs, or a zip of them: a zip of masks and 16-bit probability maps with "
                         "`results.csv` (size, FOV diameter, vessel fraction, seconds; one row per photograph). The table "
@@ -545,15 +657,27 @@ def build(app):
                     if len(rows) < total:  # the table grows as the photographs are done; no earlier batch's zip
                         yield None, None, table(rows), f"{len(rows)} of {total} segmented ...", folder
                 z, c, rows = app.package(folder)
-                done = f"All {total} segmented." if len(rows) == total else f"Stopped: {len(rows)} of {total} segmented."
-                yield z, c, table(rows), done, folder
+                yield z, c, table(rows), batch_summary(rows, total), folder
 
-            b_go.click(page_errors(run_batch), [b_files, b_model, b_tta], [b_zip, b_csv, b_table, b_status, b_folder],
-                       api_name="batch")
+            def run_batch_kept(files, model, tta, request: gr.Request):
+                with notes.kept(request):
+                    yield from run_batch(files, model, tta)
+
+            step = b_go.click(lambda: (None, None, None, "Starting ..."), None, [b_zip, b_csv, b_table, b_status],
+                              queue=False, api_name=False) \
+                .then(run_batch_kept, [b_files, b_model, b_tta], [b_zip, b_csv, b_table, b_status, b_folder],
+                      api_name="batch")
+            def batch_failed(request: gr.Request):
+                return f"**Could not segment the batch:** {notes.pop(request)}"
+
+            step.failure(batch_failed, None, b_status, api_name=False)
             # the batch stops itself before its next photograph and offers what is done (Gradio's `cancels`
             # would drop the running event and leave its outputs covered)
             b_stop.click(lambda folder: folder and app.stop(folder), b_folder, None, api_name=False)
-    demo.queue(max_size=64)
+    # requests run side by side, as many as the computer has cores (one loaded model serves them all; ONNX
+    # Runtime's run is thread-safe); more wait in the queue. Memory: at most that many photographs of at most
+    # MAX_PIXELS each at once.
+    demo.queue(max_size=64, default_concurrency_limit=CONCURRENT)
     return demo
 
 

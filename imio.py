@@ -4,6 +4,7 @@ import gzip
 import io
 import os
 import tempfile
+import warnings
 import zlib
 from pathlib import Path
 
@@ -54,10 +55,11 @@ def _to_uint8(im):
     return arr
 
 
-def _read(path, convert):
+def _read(path, convert, max_pixels=None):
     """Open an image file (also gzip-compressed), load it and return ``convert(PIL image)``.
 
-    Raises UserError with the file name for a missing, unreadable, truncated or oversized file.
+    Raises UserError with the file name for a missing, unreadable, truncated or oversized file;
+    with ``max_pixels``, for an image of more pixels (checked from its header, before decoding).
     """
     path = Path(path)
     if not path.is_file():
@@ -66,7 +68,15 @@ def _read(path, convert):
         data = path.read_bytes()
         if path.name.lower().endswith(".gz"):
             data = gzip.decompress(data)
-        with Image.open(io.BytesIO(data)) as im:
+        with warnings.catch_warnings():
+            if max_pixels is not None:  # the size is checked here, in words: no bomb warning in the log
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data))
+        with im:
+            w, h = im.size
+            if max_pixels is not None and w * h > max_pixels:
+                raise UserError(f"{path.name}: {w}x{h} is {w * h / 1e6:.0f} megapixels, more than the "
+                                f"{max_pixels / 1e6:.0f} accepted here; downscale it (or use predict.py)")
             im.load()
             return convert(im)
     except Image.DecompressionBombError:
@@ -86,13 +96,14 @@ def _why(exc):
     return "the file is damaged"
 
 
-def read_image(path):
+def read_image(path, max_pixels=None):
     """Read an image as uint8: HxW for gray content, HxWx3 RGB otherwise.
 
     Handles PNG/JPEG/TIFF/GIF/PPM (also gzip-compressed), RGBA, palette and 16-bit images.
-    Raises UserError with the file name for a missing, unreadable or truncated file.
+    Raises UserError with the file name for a missing, unreadable or truncated file, or one of more
+    than ``max_pixels`` pixels (found from its header: nothing large is decoded).
     """
-    return _read(path, _to_uint8)
+    return _read(path, _to_uint8, max_pixels)
 
 
 def read_mask(path):

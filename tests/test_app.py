@@ -53,11 +53,16 @@ def test_segment_gives_predict_py_mask_and_lossless_downloads(app, reference):
     over, mask, prob, info, mask_file, prob_file = app.segment(str(SAMPLE), "DRIVE, whole image")
     ref_mask, ref_prob = reference
     assert np.array_equal(mask, ref_mask) and np.array_equal(read_image(mask_file), ref_mask)
-    assert Path(mask_file).suffix == ".png" and np.array_equal(read_probability(prob_file), ref_prob)
+    assert Path(mask_file).name == "img_mask.png" and np.array_equal(read_probability(prob_file), ref_prob)
+    assert Path(prob_file).name == "img_prob.png"  # named after the photograph, as what they are
     assert over.shape == (584, 565, 3) and prob.shape == (584, 565)
     assert info["image size"] == "565 x 584 px" and info["FOV diameter"].endswith(" px")
     fraction = float(info["vessel area inside the FOV"].rstrip(" %"))
     assert 8 < fraction < 20
+    # what each time is: the model's own, and the server's whole share of the wait (reading to writing)
+    model_s = float(info["segmentation (the model, on the server)"].removesuffix(" s"))
+    server_s = float(info["time on the server (reading, segmenting, writing the files)"].removesuffix(" s"))
+    assert 0 < model_s < server_s
     # the threshold slider changes the mask; the model's own threshold is the default
     stored = app.models.threshold("DRIVE, whole image")
     low = app.segment(str(SAMPLE), "DRIVE, whole image", threshold=stored / 2)[1]
@@ -152,6 +157,34 @@ def test_batch_writes_a_zip_and_csv_and_reports_bad_files(app, tmp_path):
     for key in ("centreline_length_px", "mean_calibre_px", "fd_mask", "distance_factor", "n_branch_points"):
         assert float(table[0][key]) == pytest.approx(expect[key], rel=1e-5), key
     assert table[1]["centreline_length_px"] == "" and table[1]["error"]
+
+
+def test_batch_summary_counts_the_failures():
+    from app import batch_summary
+
+    good, bad = {"image": "a.png", "error": ""}, {"image": "b.png", "error": "b.png: not a readable image"}
+    assert batch_summary([good, good], 2) == "All 2 segmented."
+    assert batch_summary([good, bad, good, bad], 4) == "2 of 4 segmented; 2 could not be segmented — see results.csv."
+    assert batch_summary([good], 3) == "Stopped: 1 of 3 segmented."
+    assert batch_summary([bad], 3) == "Stopped: 0 of 3 segmented; 1 could not be segmented — see results.csv."
+
+
+def test_a_photograph_above_the_pixel_limit_is_refused_before_it_is_decoded(app, tmp_path, monkeypatch):
+    """A 12000x9000 photograph: refused from its header in one line (it took 4.6 GB and 40 s before)."""
+    import warnings
+
+    from PIL import Image, ImageFile
+
+    from app import MAX_PIXELS
+
+    Image.new("L", (12000, 9000)).save(tmp_path / "huge.png")  # a few hundred KB on disk, 108 megapixels
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: pytest.fail("the pixels were decoded"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # not even Pillow's decompression-bomb warning in the server's log
+        with pytest.raises(UserError, match="huge.png: 12000x9000 is 108 megapixels, more than the 40 accepted"):
+            app.segment(str(tmp_path / "huge.png"), "DRIVE, whole image")
+    zip_path, _, rows = app.batch([str(tmp_path / "huge.png")], "DRIVE, fast")
+    assert "more than the 40 accepted" in rows[0]["error"] and MAX_PIXELS == 40_000_000
 
 
 def test_a_batch_stopped_part_way_keeps_what_is_done(app, tmp_path):
@@ -285,6 +318,23 @@ def test_api_four_users_at_once_each_get_their_own_result(server, tmp_path):
     assert np.array_equal(read_image(out[4]) > 0, masks[2] > 0) and proc.poll() is None
 
 
+def test_api_parameters_have_names_and_the_fov_mask_is_optional(server, drive_src):
+    from gradio_client import Client, handle_file
+
+    url, _ = server
+    client = Client(url, verbose=False)
+    api = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
+    params = {name: [(p["parameter_name"], p["parameter_has_default"]) for p in ep["parameters"]]
+              for name, ep in api.items()}
+    assert params["/segment"] == [("photograph", False), ("model", True), ("threshold", True), ("tta", True)]
+    assert params["/check"] == [("photograph", False), ("annotation", False), ("fov_mask", True), ("model", True)]
+    photo = drive_src / "test" / "images" / "01_test.tif"
+    label = drive_src / "test" / "1st_manual" / "01_manual1.gif"
+    table, _, status = client.predict(photograph=handle_file(str(photo)), annotation=handle_file(str(label)),
+                                      api_name="/check")  # no FOV mask: found in the photograph
+    assert "| Matthews correlation |" in table and "| F1 (Dice) | 0.8" in table and "01_test.tif" in status
+
+
 def test_upload_size_is_limited(server, tmp_path):
     from gradio_client import Client, handle_file
 
@@ -335,9 +385,30 @@ def chromium():
     return CHROMIUM
 
 
+def upload(page, where, path):
+    """Drop a file on the upload area ``where`` and wait until the page shows its name."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    name = page.locator(where).get_by_text(Path(path).name).first
+    # a file set in the first instants after mounting can be missed by the upload handler (seen in cold
+    # CI runs); a person who sees nothing drops the file again -- if the drop zone is still there: once
+    # it has gone, the upload is under way (slow on a busy machine)
+    drop = page.locator(f"{where} input[type=file]")
+    for attempt, timeout in ((1, 15000), (2, 15000), (3, 30000)):
+        if attempt == 1 or drop.count():
+            drop.set_input_files(str(path))
+        try:
+            name.wait_for(timeout=timeout)
+            return
+        except PlaywrightTimeout:
+            if os.environ.get("APP_DEBUG"):
+                page.screenshot(path=f"{os.environ['APP_DEBUG']}/upload{attempt}.png", full_page=True)
+            if attempt == 3:
+                raise
+
+
 def test_in_a_browser_segment_download_and_how_it_works(server, reference, tmp_path):
     """Upload the sample, press Segment, download the mask: predict.py's result, pixel for pixel."""
-    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
     url, _ = server
@@ -350,20 +421,7 @@ def test_in_a_browser_segment_download_and_how_it_works(server, reference, tmp_p
             page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
             page.goto(url)
             page.locator("#segment").wait_for()  # the app has mounted
-            name = page.locator("#photo").get_by_text("img.png").first
-            # a file set in the first instants after mounting can be missed by the upload handler
-            # (seen once in a cold CI run); a person who sees nothing drops the file again -- if the drop
-            # zone is still there: once it has gone, the upload is under way (slow on a busy machine)
-            drop = page.locator("#photo input[type=file]")
-            for attempt, timeout in ((1, 15000), (2, 30000)):
-                if attempt == 1 or drop.count():
-                    drop.set_input_files(str(SAMPLE))
-                try:
-                    name.wait_for(timeout=timeout)
-                    break
-                except PlaywrightTimeout:
-                    if attempt == 2:
-                        raise
+            upload(page, "#photo", SAMPLE)
             t0 = time.perf_counter()
             page.locator("#segment").click()
             link = page.locator("#mask_file a").first
@@ -429,6 +487,49 @@ def test_in_a_browser_a_batch_can_be_stopped_and_keeps_what_is_done(server, tmp_
             status.get_by_text(f"of {n} segmented ...").wait_for(timeout=60000)  # running (not "Stopped: ...")
             assert page.locator("#batch_zip a").count() == 0  # while it runs, no earlier batch's zip is offered
             status.get_by_text(f"All {n} segmented.").wait_for(timeout=120000)
+            assert proc.poll() is None
+        finally:
+            browser.close()
+
+
+def test_in_a_browser_a_new_request_clears_the_old_result_and_a_failure_says_why_until_the_next(server, tmp_path):
+    """Segment the sample, then a truncated JPEG: none of the sample's results stays on the page, and the
+    reason stays after the toast has gone. Moving the threshold after a result marks it as out of date."""
+    from PIL import Image
+    from playwright.sync_api import sync_playwright
+
+    url, proc = server
+    Image.open(SAMPLE).convert("RGB").save(tmp_path / "full.jpg", quality=90)
+    data = (tmp_path / "full.jpg").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 3])
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium(), args=["--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(url)
+            page.locator("#segment").wait_for()
+            status = page.locator("#segment_status")
+            upload(page, "#photo", SAMPLE)
+            page.locator("#segment").click()
+            page.locator("#measurements").get_by_text("centreline length").first.wait_for(timeout=60000)
+            assert page.locator("#mask_file a").first.get_attribute("download") == "img_mask.png"
+            assert "img.png: segmented with DRIVE, whole image, threshold 0.470" in status.inner_text()
+            # the slider moved after the result: the page says the result is for other settings
+            page.locator("#threshold input[type=number]").fill("0.3")
+            page.locator("#threshold input[type=number]").press("Enter")
+            status.get_by_text("The settings have changed since this result").wait_for(timeout=10000)
+            # a truncated photograph: every earlier result is gone, the reason stays
+            page.locator("#photo button[aria-label=Clear]").click()
+            upload(page, "#photo", tmp_path / "cut.jpg")
+            page.locator("#segment").click()
+            status.get_by_text("Could not segment cut.jpg:").wait_for(timeout=60000)
+            time.sleep(11)  # Gradio's error toast is gone by now
+            assert "the file is cut short or damaged" in status.inner_text()
+            for shown in ("#overlay img", "#mask img", "#mask_file a", "#calibre_overlay img"):
+                assert page.locator(shown).count() == 0, shown
+            # (Gradio marks the outputs of a failed request "Error"; none may show the sample's figures)
+            assert "centreline length" not in page.locator("#measurements").inner_text()
+            assert "565 x 584" not in page.locator("#figures").inner_text()
             assert proc.poll() is None
         finally:
             browser.close()
