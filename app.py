@@ -32,7 +32,7 @@ from cli import UserError, bounded, run_main  # noqa: E402
 from imio import atomic_replace, is_image_file, read_image, read_mask, stem, write_csv, write_png, write_probability  # noqa: E402
 from inference import Segmenter, load_net  # noqa: E402
 from morphometry import COLUMNS as MEASURE_COLUMNS, measure_mask, overlays, readable  # noqa: E402
-from preprocess import estimate_fov, fov_diameter  # noqa: E402
+from preprocess import estimate_fov, fov_diameter, resize  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 SHIPPED = {  # file stem -> the name shown in the page
@@ -42,6 +42,12 @@ SHIPPED = {  # file stem -> the name shown in the page
     "UNet_STARE": "STARE",
 }
 SAMPLES = [str(HERE / "predict" / "img.png")]
+# more photographs to click when the public datasets are on this computer (they may not be copied into the
+# repository): a STARE photograph and a 2048x2048 FIVES one
+DATA = Path(os.environ.get("RETINA_DATA", HERE.parent / "shared" / "data"))
+MORE_EXAMPLES = [("STARE im0162 (700x605)", DATA / "STARE" / "stare-images" / "im0162.ppm.gz"),
+                 ("FIVES 10_A (2048x2048)", DATA / "FIVES-mini" / "image" / "10_A.png")]
+PREVIEW_SIDE = 720  # the uploaded photograph is shown at most this large
 MAX_BATCH_FILES = 500
 MAX_ZIP_BYTES = 2 * 2**30  # uncompressed size of an uploaded zip
 KEEP_OUTPUTS_S = 15 * 60  # downloads stay available this long
@@ -513,7 +519,11 @@ def build(app):
             with gr.Row():
                 with gr.Column(scale=1):
                     photo = gr.File(label="Photograph", file_types=None, type="filepath", elem_id="photo")
-                    gr.Examples(SAMPLES, inputs=photo, label="Sample (DRIVE test image 01)")
+                    more = [str(p) for _, p in MORE_EXAMPLES if p.is_file()]
+                    gr.Examples(SAMPLES + more, inputs=photo, label="Examples: DRIVE test image 01" + "".join(
+                        f", {n}" for n, p in MORE_EXAMPLES if p.is_file()))
+                    preview = gr.Image(label="The photograph", format="jpeg", interactive=False, elem_id="preview",
+                                       height=260)
                     model = gr.Dropdown(names, value=default, label="Model", elem_id="model")
                     threshold = gr.Slider(0.01, 0.99, value=app.models.threshold(default), step=0.001,
                                           label="Threshold (default: the one stored in the model)", elem_id="threshold")
@@ -565,6 +575,20 @@ def build(app):
                     return app.models.threshold(model)
 
             model.change(model_threshold, model, threshold, api_name=False)
+
+            def show_photograph(photograph):
+                """The uploaded photograph, for the eye (downscaled); nothing when it cannot be read (Segment says why)."""
+                if not photograph:
+                    return None
+                try:
+                    image = read_upload(photograph)
+                except UserError:
+                    return None
+                h, w = image.shape[:2]
+                k = min(1.0, PREVIEW_SIDE / max(h, w))
+                return resize(image, (max(1, round(w * k)), max(1, round(h * k)))) if k < 1 else image
+
+            photo.change(show_photograph, photo, preview, api_name=False)
             segment_outputs = [over, mask, prob, info, mask_file, prob_file]
             # a new request first clears every result of the previous one: nothing stale stays on the page
             step = run.click(lambda p: [None] * 8 + [f"Segmenting {Path(p).name if p else ''} ..."], photo,
@@ -588,9 +612,12 @@ def build(app):
                 show = gr.Button("Show the stages", variant="primary", elem_id="explain")
             e_status = gr.Markdown(elem_id="explain_status")
             gr.Markdown("### The patch method (local enhancement, the original)")
-            patch_gallery = gr.Gallery(columns=3, height=1150, format="png", elem_id="patch_stages")
+            # each stage whole (object_fit contain: a wide photograph's FOV is not cropped to a square), every row shown
+            patch_gallery = gr.Gallery(label="The patch method, stage by stage", columns=3, height=1300,
+                                       object_fit="contain", format="png", elem_id="patch_stages")
             gr.Markdown("### The whole-image method (the default)")
-            whole_gallery = gr.Gallery(columns=5, height="auto", format="png", elem_id="whole_stages")
+            whole_gallery = gr.Gallery(label="The whole-image method, stage by stage", columns=5, height=320,
+                                       object_fit="contain", format="png", elem_id="whole_stages")
             def explain(photograph, patch_model, whole_model, request: gr.Request):
                 """Every stage of both methods on a photograph (default: the sample): two lists of (image, caption)."""
                 with notes.kept(request):

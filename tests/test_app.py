@@ -432,6 +432,7 @@ def test_in_a_browser_segment_download_and_how_it_works(server, reference, tmp_p
                 link.click()
             dl.value.save_as(tmp_path / "mask.png")
             assert np.array_equal(read_image(tmp_path / "mask.png"), reference[0])
+            page.locator("#measurements").get_by_text("centreline length").first.wait_for(timeout=60000)
             if shots:
                 page.screenshot(path=f"{shots}/app_segment.png", full_page=True)
             page.get_by_role("tab", name="How it works").click()
@@ -510,6 +511,7 @@ def test_in_a_browser_a_new_request_clears_the_old_result_and_a_failure_says_why
             page.locator("#segment").wait_for()
             status = page.locator("#segment_status")
             upload(page, "#photo", SAMPLE)
+            page.locator("#preview img").wait_for(timeout=30000)  # the photograph is shown as soon as it is uploaded
             page.locator("#segment").click()
             page.locator("#measurements").get_by_text("centreline length").first.wait_for(timeout=60000)
             assert page.locator("#mask_file a").first.get_attribute("download") == "img_mask.png"
