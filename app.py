@@ -658,8 +658,9 @@ def build(app):
             step.failure(failed("check"), c_photo, c_status, api_name=False)
         with gr.Tab("Batch"):
             gr.Markdown("Several photographs, or a zip of them: a zip of masks and 16-bit probability maps with "
-                        "`results.csv` (size, FOV diameter, vessel fraction, seconds, every vessel measurement; one row per photograph). The table "
-                        "fills as they are done; **Stop** keeps what is done and packages it.")
+                        "`results.csv` (size, FOV diameter, vessel fraction, seconds, every vessel measurement; one "
+                        "row per photograph). The table fills as they are done; **Stop** keeps what is done and "
+                        "packages it.")
             b_files = gr.File(label="Photographs or a zip (× clears the list; the upload icon adds to it)",
                               file_count="multiple", type="filepath", elem_id="batch_files",
                               height=260)  # a long list scrolls
