@@ -31,7 +31,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 from cli import UserError, bounded, run_main  # noqa: E402
 from imio import atomic_replace, is_image_file, read_image, read_mask, stem, write_csv, write_png, write_probability  # noqa: E402
 from inference import Segmenter, load_net  # noqa: E402
-from morphometry import COLUMNS as MEASURE_COLUMNS, measure_mask, overlays, readable  # noqa: E402
+from morphometry import COLUMNS as MEASURE_COLUMNS, measure_with_zones, overlays, readable  # noqa: E402
 from preprocess import estimate_fov, fov_diameter, resize  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -223,8 +223,9 @@ def measurement_table(row):
     """The measurements of one mask as a Markdown table with units; the reasons for what is missing below it."""
     lines = ["| measure | value | unit |", "|---|---|---|"]
     lines += [f"| {name} | {value} | {unit} |" for name, value, unit in readable(row)]
-    if row.get("note"):
-        lines.append(f"\n{row['note']}")
+    for key in ("note", "disc_note", "zone_note"):
+        if row.get(key):
+            lines.append(f"\n{row[key]}")
     return "\n".join(lines)
 
 
@@ -288,8 +289,8 @@ class App:
         if mask.shape != image.shape[:2]:
             raise UserError("the mask does not belong to this photograph: segment it again")
         fov = estimate_fov(image)
-        row, segs, _ = measure_mask(mask, fov, fov_source="estimated from the photograph")
-        by_calibre, _ = overlays(segs, mask & fov, image)
+        row, segs, _ = measure_with_zones(mask, fov, photo=image, fov_source="estimated from the photograph")
+        by_calibre, _ = overlays(segs, mask & fov, image, disc=row)
         return measurement_table(row), by_calibre
 
     def explain(self, path, patch_model, whole_model):
@@ -402,7 +403,8 @@ class App:
         row.update(mask=f"{mask_name}.png", width=image.shape[1], height=image.shape[0],
                    fov_diameter_px=f"{fov_diameter(t['fov']):.0f}",
                    vessel_fraction_in_fov=f"{mask[t['fov']].mean():.4f}" if t["fov"].any() else "")
-        measured, _, _ = measure_mask(mask, t["fov"], fov_source="estimated from the photograph", want_segments=False)
+        measured, _, _ = measure_with_zones(mask, t["fov"], photo=image, fov_source="estimated from the photograph",
+                                            want_segments=False)
         row.update({c: "" if measured[c] is None else f"{measured[c]:.6g}" if isinstance(measured[c], float)
                     else measured[c] for c in MEASURED}, measure_note=measured["note"])
         return row

@@ -80,6 +80,16 @@ COLUMNS = [
     "tortuosity_density_per_px", "tortuosity_density_per_mm", "n_end_points", "n_branch_points", "n_segments",
     "n_segments_scored", "min_segment_px", "branching_angle_deg", "n_branching_angles",
 ]
+# the measures proper, taken again in each zone around the optic disc
+MEASURES = COLUMNS[COLUMNS.index("vessel_area_density"):]
+# zones around the optic disc, from its centre in disc radii (ARIC / Hubbard et al. 1999, as in Knudtson et al.
+# 2003: zone B the ring 0.5-1 disc diameter beyond the disc margin; zone C, as in SIVA and VAMPIRE, out to 2 disc
+# diameters beyond the margin)
+ZONES = {"zoneB": (2.0, 3.0), "zoneC": (2.0, 5.0)}
+MIN_ZONE_INSIDE = 0.5  # a zone less than half inside the FOV is not measured
+DISC_COLUMNS = ["disc_found", "disc_x_px", "disc_y_px", "disc_radius_px", "disc_confidence", "laterality", "field",
+                "disc_note"]  # as disc.COLUMNS
+COLUMNS = COLUMNS + DISC_COLUMNS + ["zone_note"] + [f"{z}_{m}" for z in ZONES for m in MEASURES]
 # what each measure is called in words, and its unit, for tables people read (the web page)
 LABELS = {
     "vessel_area_density": ("vessel area density (vessel pixels / FOV pixels)", ""),
@@ -95,6 +105,14 @@ LABELS = {
     "tortuosity_density_per_px": ("tortuosity density (Grisan 2008)", "1 / px"),
     "n_end_points": ("end points", ""), "n_branch_points": ("branch points", ""), "n_segments": ("segments", ""),
     "branching_angle_deg": ("branching angle, mean", "°"),
+    "disc_x_px": ("optic disc centre, x", "px"), "disc_y_px": ("optic disc centre, y", "px"),
+    "disc_radius_px": ("optic disc radius", "px"), "disc_confidence": ("optic disc confidence (0-1)", ""),
+    "laterality": ("eye (from the disc's side)", ""), "field": ("field", ""),
+    "zoneB_calibre_weighted_px": ("zone B: calibre across the vessel, length-weighted", "px"),
+    "zoneB_vessel_area_density": ("zone B: vessel area density", ""),
+    "zoneC_fd_mask": ("zone C: fractal dimension of the mask", ""),
+    "zoneC_distance_factor": ("zone C: tortuosity, distance factor", ""),
+    "zoneC_tortuosity_density_per_px": ("zone C: tortuosity density", "1 / px"),
 }
 
 
@@ -236,13 +254,11 @@ def tortuosity_density(points, kappa):
     n = len(bounds) - 1
     if n < 2:
         return 0.0
-    total = 0.0
-    for a, b in zip(bounds[:-1], bounds[1:]):
-        sub = points[a:b + 1]
-        chord = float(np.hypot(*(sub[-1] - sub[0])))
-        if chord > 0:
-            total += polyline_length(sub) / chord - 1.0
-    return (n - 1) / n * total / length
+    s = arclength(points)
+    arcs = s[bounds[1:]] - s[bounds[:-1]]  # each sub-curve's length along the path
+    chords = np.hypot(*(points[bounds[1:]] - points[bounds[:-1]]).T)
+    ok = chords > 0
+    return float((n - 1) / n * np.sum(arcs[ok] / chords[ok] - 1.0) / length)
 
 
 def cross_section_widths(mask_f, points, normals, radii):
@@ -306,12 +322,13 @@ class Segment:
 
 
 def measure_mask(mask, fov=None, um_per_px=None, fov_degrees=None, min_segment_px=None, fov_source=None,
-                 want_segments=True):
+                 want_segments=True, fov_diameter_px=None):
     """Every measure of one vessel mask; returns (row dict with COLUMNS, list of Segment, centreline).
 
     mask: bool HxW (vessel); fov: bool HxW (default: the whole image). um_per_px, or fov_degrees,
     give micrometres; min_segment_px overrides the shortest segment scored for tortuosity
-    (default MIN_SEGMENT_FRACTION of the FOV diameter). Never raises on a blank or odd mask: the
+    (default MIN_SEGMENT_FRACTION of the FOV diameter); fov_diameter_px: the diameter the lengths that
+    scale with the photograph are taken from (default: the FOV's; a zone passes its photograph's). Never raises on a blank or odd mask: the
     values it cannot give are None and ``note`` says why.
     """
     from scipy import ndimage as ndi
@@ -333,7 +350,7 @@ def measure_mask(mask, fov=None, um_per_px=None, fov_degrees=None, min_segment_p
         notes.append("no FOV found: measured over the whole image")
     vessel = mask & fov
     fov_area = int(fov.sum())
-    diam = fov_diameter(fov)
+    diam = fov_diameter(fov) if fov_diameter_px is None else float(fov_diameter_px)
     if um_per_px is None and fov_degrees is not None:
         um_per_px = um_per_px_from_fov(diam, fov_degrees)
     min_len = float(min_segment_px) if min_segment_px is not None else MIN_SEGMENT_FRACTION * diam
@@ -454,6 +471,49 @@ def _finish(row, notes, um_per_px):
     return row
 
 
+def zone_masks(shape, disc):
+    """{zone name: bool mask of its ring} around a found disc (a dict with disc_x_px, disc_y_px, disc_radius_px)."""
+    h, w = shape
+    yy, xx = np.ogrid[:h, :w]
+    d = np.hypot(yy - disc["disc_y_px"], xx - disc["disc_x_px"]) / disc["disc_radius_px"]
+    return {name: (d >= a) & (d <= b) for name, (a, b) in ZONES.items()}
+
+
+def measure_with_zones(mask, fov=None, photo=None, disc=None, **kw):
+    """measure_mask, then the optic disc (found in ``photo`` by disc.find_disc, or given as ``disc``) and
+    every measure again inside zones B and C (and the FOV), with the whole FOV's scale and shortest scored
+    segment; -> (row, segments, centreline) as measure_mask. Without a photograph, a found disc, or a zone
+    mostly inside the FOV, the zone columns are empty and ``zone_note`` says why."""
+    mask = np.asarray(mask, bool)
+    row, segs, skel = measure_mask(mask, fov, **kw)
+    fov = np.ones_like(mask) if fov is None or not np.asarray(fov).any() else np.asarray(fov, bool)
+    if disc is None:
+        if photo is None or photo.shape[:2] != mask.shape:
+            disc = {"disc_found": False, "laterality": "unknown", "field": "unknown",
+                    "disc_note": "no photograph: the disc is found in the photograph (give --photos)"}
+        else:
+            from disc import find_disc
+
+            disc = find_disc(photo, mask, fov)
+    row.update({k: disc.get(k) for k in DISC_COLUMNS})
+    notes = []
+    if not disc.get("disc_found"):
+        notes.append(f"zones not measured: no disc ({disc.get('disc_note')})")
+    else:
+        for name, ring in zone_masks(mask.shape, disc).items():
+            inside = ring & fov
+            share = inside.sum() / max(int(ring.sum()), 1)
+            if share < MIN_ZONE_INSIDE:
+                notes.append(f"{name} not measured: only {100 * share:.0f} % of it lies inside the FOV")
+                continue
+            zone, _, _ = measure_mask(mask, inside, um_per_px=row["um_per_px"], min_segment_px=row["min_segment_px"],
+                                      fov_source=name, want_segments=False, fov_diameter_px=row["fov_diameter_px"])
+            row.update({f"{name}_{m}": zone[m] for m in MEASURES})
+            notes += [f"{name}: {n}" for n in zone["note"].split("; ") if n and not n.startswith("no scale given")]
+    row["zone_note"] = "; ".join(notes)
+    return row, segs, skel
+
+
 def _spurs(sk, edt):
     """Paths from a branch point to a free end no longer than the vessel's width at the branch point
     (twice the distance transform there): thinning artefacts at corners and bumps of the mask, not
@@ -482,13 +542,12 @@ def _skeleton_graph(skel, edt):
     return sk.prune_paths(spurs) if spurs else sk
 
 
-def _trim_ends(raw, ends, r):
+def _trim_ends(raw, ends, r, s):
     """The path without the points within one vessel width (twice the segment's median distance
     transform) of the ends named in ``ends`` (both: booleans), when the path is long enough to spare
     them. Thinning bends a centreline into a corner of a vessel's blunt end, and towards the middle
     of the blob where vessels meet at a branch point: neither is the vessel's course. ``r``: the
-    segment's median distance transform."""
-    s = arclength(raw)
+    segment's median distance transform; ``s``: the path's arclength."""
     keep = np.ones(len(raw), bool)
     if ends[0]:
         keep &= s >= 2 * r
@@ -536,8 +595,8 @@ def _segments(sk, jlabels, ends, edt, min_len, mask_f):
         for k in (0, -1):
             kinds.append("junction" if jl[k] > 0 else "end" if ends[ry[k], rx[k]] else "loop")
         r = float(np.median(edt[ry, rx]))
-        p = _smooth(_trim_ends(raw, [k == "end" for k in kinds], r))
-        core = _smooth(_trim_ends(raw, [k != "loop" for k in kinds], r))  # for curvature
+        s = arclength(raw)
+        p = _smooth(_trim_ends(raw, [k == "end" for k in kinds], r, s))
         for k in (0, 1):
             if kinds[k] == "end":
                 p = _extend_to_tip(p if k == 0 else p[::-1], mask_f)
@@ -553,7 +612,7 @@ def _segments(sk, jlabels, ends, edt, min_len, mask_f):
         if seg.scored:
             # curvature along the vessel's course: not along the straight continuations to the tips,
             # nor inside the blobs at branch points
-            even = _resample(core)
+            even = _resample(_smooth(_trim_ends(raw, [k != "loop" for k in kinds], r, s)))
             kappa = signed_curvature(even)
             h = CURVATURE_WINDOW // 2  # the filters' edges extrapolate: keep the points with a full window
             if len(even) >= 4 * h:
@@ -661,8 +720,9 @@ def _colour_overlay(background, segments, values, lo, hi, thickness, label):
     return out
 
 
-def overlays(segments, mask, photo=None):
-    """(calibre overlay, tortuosity overlay) as uint8 RGB images over the photograph (or the mask, dimmed)."""
+def overlays(segments, mask, photo=None, disc=None):
+    """(calibre overlay, tortuosity overlay) as uint8 RGB images over the photograph (or the mask, dimmed);
+    with a found ``disc`` (a row with its columns), the disc and the rings of zones B and C drawn in white."""
     if photo is not None and photo.shape[:2] == mask.shape:
         bg = np.dstack([photo] * 3) if photo.ndim == 2 else photo.copy()
     else:
@@ -676,6 +736,14 @@ def overlays(segments, mask, photo=None):
     if len(known):
         c, l = known[np.argsort(known[:, 0])].T
         hi = float(c[min(np.searchsorted(np.cumsum(l), 0.98 * l.sum()), len(c) - 1)])
+    if disc is not None and disc.get("disc_found"):
+        import cv2
+
+        bg = bg.copy()
+        centre = (int(round(disc["disc_x_px"] * 4)), int(round(disc["disc_y_px"] * 4)))
+        for k in sorted({1.0} | {b for a, b in ZONES.values()} | {a for a, b in ZONES.values()}):
+            cv2.circle(bg, centre, int(round(k * disc["disc_radius_px"] * 4)), (255, 255, 255), thick, cv2.LINE_AA,
+                       shift=2)
     by_calibre = _colour_overlay(bg, segments, cal, 0.0, hi, thick, "calibre px")
     df = [s.distance_factor if s.scored else None for s in segments]
     by_tortuosity = _colour_overlay(bg, segments, df, 1.0, 1.3, thick, "distance factor")
@@ -697,15 +765,16 @@ def measure_and_write(name, mask, folder, fov=None, fov_source=None, photo=None,
     overlays, into ``folder``; returns the row."""
     from imio import write_csv, write_png
 
-    row, segs, _ = measure_mask(mask, fov, um_per_px=um_per_px, fov_degrees=fov_degrees,
-                                min_segment_px=min_segment_px, fov_source=fov_source)
+    row, segs, _ = measure_with_zones(mask, fov, photo=photo, um_per_px=um_per_px, fov_degrees=fov_degrees,
+                                      min_segment_px=min_segment_px, fov_source=fov_source)
     row["image"] = name
     paths = image_files(folder, name)
     if segments:
         write_csv(paths["segments"], [{k: _clean(v) for k, v in r.items()} for r in segment_rows(name, segs)],
                   SEGMENT_COLUMNS)
     if overlay:
-        by_calibre, by_tortuosity = overlays(segs, np.asarray(mask, bool) & (fov if fov is not None else True), photo)
+        by_calibre, by_tortuosity = overlays(segs, np.asarray(mask, bool) & (fov if fov is not None else True), photo,
+                                             disc=row)
         write_png(paths["calibre"], by_calibre)
         write_png(paths["tortuosity"], by_tortuosity)
     write_json(paths["json"], row)

@@ -349,3 +349,40 @@ def test_measure_photographs_and_predict_measure_agree_without_torch(tmp_path):
     a, b = read_table(tmp_path / "a" / "m.csv"), read_table(tmp_path / "b" / "measurements.csv")
     assert [r["image"] for r in a] == ["p0", "p1"] and a == b
     assert all(r["status"] == "ok" and float(r["centreline_length_px"]) > 0 for r in a)
+
+
+# --- zones around the optic disc ---------------------------------------------------------------------
+
+def disc_row(x, y, r):
+    return {"disc_found": True, "disc_x_px": x, "disc_y_px": y, "disc_radius_px": r, "disc_confidence": 0.9,
+            "laterality": "left (OS)", "field": "macula-centred", "disc_note": ""}
+
+
+def test_zones_b_and_c_are_the_rings_2_to_3_and_2_to_5_disc_radii_measured_as_any_fov():
+    mask = tree()
+    yy, xx = np.mgrid[:400, :400]
+    disc = disc_row(160.0, 200.0, 30.0)
+    row, _, _ = M.measure_with_zones(mask, None, disc=disc, fov_degrees=45)
+    d = np.hypot(yy - 200, xx - 160) / 30
+    for name, ring in (("zoneB", (d >= 2) & (d <= 3)), ("zoneC", (d >= 2) & (d <= 5))):
+        expect, _, _ = M.measure_mask(mask, ring, um_per_px=row["um_per_px"], min_segment_px=row["min_segment_px"],
+                                      fov_diameter_px=400)
+        for m in ("vessel_area_density", "centreline_length_px", "calibre_weighted_um", "n_branch_points"):
+            assert row[f"{name}_{m}"] == expect[m], (name, m)
+    assert row["zoneB_centreline_length_px"] < row["zoneC_centreline_length_px"] < row["centreline_length_px"]
+    assert row["disc_x_px"] == 160.0 and row["laterality"] == "left (OS)" and "not measured" not in row["zone_note"]
+
+
+def test_zones_outside_the_fov_without_a_disc_or_a_photograph_are_empty_with_the_reason():
+    mask = tree()
+    fov = np.zeros_like(mask)
+    fov[:, :300] = True
+    row, _, _ = M.measure_with_zones(mask, fov, disc=disc_row(395.0, 200.0, 30.0))  # the disc outside the FOV
+    assert row["zoneB_centreline_length_px"] is None and row["zoneC_fd_mask"] is None
+    assert "zoneB not measured: only" in row["zone_note"] and "% of it lies inside the FOV" in row["zone_note"]
+    assert row["centreline_length_px"] > 0  # the whole FOV is measured all the same
+    row, _, _ = M.measure_with_zones(mask, None)
+    assert row["disc_found"] is False and "no photograph" in row["zone_note"] and row["zoneB_fd_mask"] is None
+    lost = {"disc_found": False, "laterality": "unknown", "field": "unknown", "disc_note": "no clear disc"}
+    row, _, _ = M.measure_with_zones(mask, None, disc=lost)
+    assert "zones not measured: no disc (no clear disc)" in row["zone_note"] and row["fd_mask"] is not None

@@ -1,0 +1,163 @@
+"""The optic disc: where it is in a fundus photograph, how large, and what follows from it (the eye's
+side, the kind of field). A classical locator, no network and no PyTorch: it runs in the light install.
+
+How it is found (every length in units of the FOV diameter D, so the same at any photograph size;
+the photograph is first brought to a working scale where D = ``WORK_D`` = 256 px):
+
+1. **Brightness**: the disc is the brightest compact region of the fundus. The luminance (ITU-R 601)
+   inside the FOV (eroded by 2 % of D, the rim's glare), minus its background (Gaussian, sigma 0.15 D),
+   smoothed at the disc's scale (Gaussian, sigma 0.035 D), divided by its spread (standard deviation
+   inside the FOV).
+2. **Vessel convergence**: the large vessels all enter the eye at the disc. The vessel mask (the
+   Segmenter's) weighted by the vessel's width (its distance transform: wide vessels count most),
+   smoothed at twice the disc's scale (sigma 0.07 D), divided by its spread.
+3. The candidate is the maximum of brightness + convergence (``VESSEL_WEIGHT`` = 1).
+4. **The disc region**: around the candidate, the brightness (smoothed at 0.012 D, the dark vessels
+   closed over with a 0.03 D grey closing) above the surround (the median of the ring 0.16-0.22 D
+   away) by ``REGION_LEVEL`` = 0.3 of the disc's own contrast (its 90th percentile within 0.06 D):
+   the connected region holding the candidate. Its radius is that of a circle of its area (kept
+   within 0.04-0.12 D); its centroid, moved ``TRUNK_WEIGHT`` = 0.5 of the way towards the
+   convergence peak inside it, is the centre (the pale cup lies on the disc's temporal side, the
+   vessel trunk nearer its middle). REGION_LEVEL and TRUNK_WEIGHT were chosen on DRIVE training
+   and DRIONS-DB 001-060 (see the README).
+5. **Confidence** (0-1): how far the best candidate stands above the best one outside twice the
+   disc radius, relative to the spread of the score: ``1 - exp(-margin / CONFIDENCE_SCALE)``.
+   Below ``MIN_CONFIDENCE`` the disc is reported as not found (two equal candidates, a photograph
+   without a disc).
+
+What follows: **field** "disc-centred" when the centre lies within 0.15 D of the FOV's centre,
+else "macula-centred". **Laterality** of a macula-centred photograph: the disc lies on the nasal
+side, which in a photograph of a right eye (OD) is the viewer's right, of a left eye (OS) the
+viewer's left; "unknown" for a disc-centred photograph or when the disc was not found. (The
+photographs must not be mirrored; some cameras flip them.)
+"""
+import math
+
+import numpy as np
+
+WORK_D = 256  # FOV diameter at the working scale, px
+VESSEL_WEIGHT = 1.0
+MIN_CONFIDENCE = 0.2
+CONFIDENCE_SCALE = 1.0
+DISC_CENTRED_WITHIN = 0.15  # of D
+RADIUS_RANGE = (0.04, 0.12)  # of D
+REGION_LEVEL = 0.3
+TRUNK_WEIGHT = 0.5
+
+COLUMNS = ["disc_found", "disc_x_px", "disc_y_px", "disc_radius_px", "disc_confidence", "laterality", "field",
+           "disc_note"]
+
+
+def _gauss(img, sigma):
+    import cv2
+
+    return cv2.GaussianBlur(img, (0, 0), max(sigma, 0.5))
+
+
+def _z(img, inside):
+    v = img[inside]
+    sd = float(v.std()) if v.size else 0.0
+    return (img - float(v.mean())) / sd if sd > 0 else np.zeros_like(img)
+
+
+def find_disc(image, vessels, fov):
+    """The optic disc of one photograph: a dict with COLUMNS (centre and radius in the photograph's
+    pixels). ``image``: uint8 HxWx3 or HxW; ``vessels``: bool HxW vessel mask; ``fov``: bool HxW."""
+    import cv2
+    from scipy import ndimage as ndi
+
+    from preprocess import fov_diameter, rescale
+
+    out = dict.fromkeys(COLUMNS)
+    h, w = fov.shape
+    diam = fov_diameter(fov)
+    if not fov.any() or diam < 32:
+        out.update(disc_found=False, laterality="unknown", field="unknown", disc_note="no field of view found")
+        return out
+    k = WORK_D / diam
+    img = image if image.ndim == 2 else (image[..., :3].astype(np.float32) @ np.float32([0.299, 0.587, 0.114]))
+    lum = rescale(img.astype(np.float32), k)
+    f = rescale(fov, k)
+    v = rescale(vessels & fov, k)
+    core = ndi.binary_erosion(f, iterations=max(1, int(0.02 * WORK_D)))
+    if core.sum() < 100:
+        out.update(disc_found=False, laterality="unknown", field="unknown", disc_note="field of view too small")
+        return out
+    # brightness against its background, inside the FOV (the outside filled with the FOV's mean)
+    fill = np.where(core, lum, float(lum[core].mean())).astype(np.float32)
+    bright = _gauss(fill, 0.035 * WORK_D) - _gauss(fill, 0.15 * WORK_D)
+    # vessel convergence: width-weighted vessel density
+    width = ndi.distance_transform_edt(v).astype(np.float32)
+    converge = _gauss(width, 0.07 * WORK_D)
+    score = _z(bright, core) + VESSEL_WEIGHT * _z(converge, core)
+    score[~core] = -np.inf
+    cy, cx = np.unravel_index(int(np.argmax(score)), score.shape)
+    # the disc region: around the candidate, the pixels brighter than the surround by REGION_LEVEL of the
+    # disc's own contrast, vessels closed over; its centroid is the centre, the radius that of its area
+    yy, xx = np.mgrid[:score.shape[0], :score.shape[1]]
+    sm = _gauss(fill, 0.012 * WORK_D)
+    sm = ndi.grey_closing(sm, size=int(0.03 * WORK_D) | 1)  # vessels crossing the disc are dark: close them
+    d2 = (yy - cy) ** 2 + (xx - cx) ** 2
+    near = core & (d2 <= (0.06 * WORK_D) ** 2)
+    ring = core & (d2 >= (0.16 * WORK_D) ** 2) & (d2 <= (0.22 * WORK_D) ** 2)
+    peak = float(np.percentile(sm[near], 90))
+    base = float(np.median(sm[ring])) if ring.any() else float(np.median(sm[core]))
+    region = core & (sm >= base + REGION_LEVEL * (peak - base)) & (d2 <= (RADIUS_RANGE[1] * WORK_D * 1.2) ** 2)
+    lab, _ = ndi.label(region)
+    pick = lab[int(cy), int(cx)] if lab[int(cy), int(cx)] else (np.bincount(lab[near].ravel())[1:].argmax() + 1
+                                                                 if lab[near].any() else 0)
+    if pick:
+        region = lab == pick
+        cy, cx = float(yy[region].mean()), float(xx[region].mean())
+        radius = float(np.clip(math.sqrt(region.sum() / math.pi), RADIUS_RANGE[0] * WORK_D, RADIUS_RANGE[1] * WORK_D))
+        # the pale part of a disc is on its temporal side: pull the centre towards where the vessel trunk
+        # enters (the convergence peak within the disc)
+        inside = core & ((yy - cy) ** 2 + (xx - cx) ** 2 <= radius ** 2)
+        ty, tx = np.unravel_index(int(np.argmax(np.where(inside, converge, -np.inf))), converge.shape)
+        cy, cx = cy + TRUNK_WEIGHT * (ty - cy), cx + TRUNK_WEIGHT * (tx - cx)
+    else:
+        radius = _radius(sm, core, cy, cx)
+    # confidence: the best score against the best one away from this disc
+    away = core & ((yy - cy) ** 2 + (xx - cx) ** 2 > (2 * radius) ** 2)
+    best = float(score[int(round(cy)), int(round(cx))]) if core[int(round(cy)), int(round(cx))] else float(
+        score[core].max())
+    other = float(score[away].max()) if away.any() else float(score[core].min())
+    spread = float(score[core].std()) or 1.0
+    confidence = 1.0 - math.exp(-max(0.0, best - other) / spread / CONFIDENCE_SCALE)
+    # back to the photograph's pixels
+    X, Y, R = cx / k, cy / k, radius / k
+    cols = np.flatnonzero(fov.any(axis=0))
+    rows = np.flatnonzero(fov.any(axis=1))
+    fx, fy = (cols[0] + cols[-1]) / 2, (rows[0] + rows[-1]) / 2
+    field = "disc-centred" if math.hypot(X - fx, Y - fy) <= DISC_CENTRED_WITHIN * diam else "macula-centred"
+    found = confidence >= MIN_CONFIDENCE
+    out.update(disc_found=found, disc_x_px=round(X, 1), disc_y_px=round(Y, 1), disc_radius_px=round(R, 1),
+               disc_confidence=round(confidence, 3), field=field if found else "unknown")
+    if not found:
+        out.update(laterality="unknown", disc_note=f"no clear disc (confidence {confidence:.2f} < {MIN_CONFIDENCE})")
+    elif field == "disc-centred":
+        out.update(laterality="unknown", disc_note="disc-centred photograph: the side of the eye is not told by the disc")
+    else:
+        out.update(laterality="right (OD)" if X > fx else "left (OS)", disc_note="")
+    return out
+
+
+def _radius(sm, core, cy, cx, rays=72):
+    """Median over rays of where the brightness falls fastest, between RADIUS_RANGE of the FOV diameter."""
+    from scipy.ndimage import map_coordinates
+
+    r = np.arange(RADIUS_RANGE[0] * WORK_D * 0.5, RADIUS_RANGE[1] * WORK_D * 1.3, 0.5)
+    t = np.linspace(0, 2 * np.pi, rays, endpoint=False)
+    ys = cy + np.sin(t)[:, None] * r[None]
+    xs = cx + np.cos(t)[:, None] * r[None]
+    prof = map_coordinates(sm, [ys, xs], order=1, mode="nearest")
+    inside = map_coordinates(core.astype(np.float32), [ys, xs], order=0, mode="constant") > 0
+    drop = -np.gradient(prof, axis=1)
+    ok = (r >= RADIUS_RANGE[0] * WORK_D) & (r <= RADIUS_RANGE[1] * WORK_D)
+    drop[:, ~ok] = -np.inf
+    drop[~inside] = -np.inf
+    good = np.isfinite(drop).any(axis=1)
+    if not good.any():
+        return 0.07 * WORK_D
+    edges = r[np.argmax(drop[good], axis=1)]
+    return float(np.median(edges))

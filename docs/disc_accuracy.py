@@ -1,0 +1,101 @@
+"""How well disc.py finds the optic disc: centre and radius against the references, per set.
+
+References: DRIVE's disc circles (DISC/DRIVE_disc.csv, 40 photographs, official FOV masks) and
+DRIONS-DB's expert outlines (109 film scans, 600x400; the centre is the outline's centroid, the
+radius that of a circle of its area; FOV estimated). The vessel masks come from the shipped
+UNet.onnx. The locator's constants were chosen on DRIVE training and DRIONS-DB images 001-060 only;
+DRIVE test and DRIONS-DB 061-110 are held out.
+
+    python docs/disc_accuracy.py                 # prints the table; --csv FILE the per-photograph errors
+"""
+import argparse
+import csv
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from disc import find_disc  # noqa: E402
+from imio import read_image, read_mask  # noqa: E402
+from inference import Segmenter  # noqa: E402
+from preprocess import estimate_fov  # noqa: E402
+
+
+def references(data):
+    """(set, name, photograph, FOV mask path or None, centre x, centre y, radius)."""
+    with open(data / "DISC" / "DRIVE_disc.csv") as f:
+        for r in csv.DictReader(f):
+            split = "training" if r["split"] == "training" else "test"
+            n = r["image"][:2]
+            kind = "training" if split == "training" else "test"
+            yield (f"DRIVE {split}", r["image"], data / "DRIVE" / split / "images" / r["image"],
+                   data / "DRIVE" / split / "mask" / f"{n}_{kind}_mask.gif",
+                   float(r["centre_x"]), float(r["centre_y"]), float(r["radius"]))
+    d = data / "DISC" / "DRIONS-DB"
+    for p in sorted((d / "image").glob("image_*.jpg")):
+        label = read_image(d / "label" / p.name) >= 128
+        if label.ndim == 3:
+            label = label[..., 0]
+        ys, xs = np.nonzero(label)
+        number = int(p.stem.split("_")[1])
+        part = "DRIONS-DB 001-060" if number <= 60 else "DRIONS-DB 061-110 (held out)"
+        yield part, p.name, p, None, float(xs.mean()), float(ys.mean()), float(np.sqrt(label.sum() / np.pi))
+
+
+def side_agreement(rows):
+    """'agree of told (unknown)' over the photographs whose reference disc is off-centre."""
+    told = [r for r in rows if r["reference_side"]]
+    if not told:
+        return "- (disc-centred)"
+    agree = sum(r["laterality"] == r["reference_side"] for r in told)
+    unknown = sum(r["laterality"] == "unknown" for r in told)
+    return f"{agree} of {len(told)}" + (f" ({unknown} unknown)" if unknown else "")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default=os.environ.get("RETINA_DATA", "../shared/data"))
+    p.add_argument("--csv", default=None, help="write the per-photograph errors here")
+    args = p.parse_args(argv)
+    seg = Segmenter.from_file(Path(__file__).resolve().parents[1] / "UNet.onnx")
+    rows, times = [], []
+    for part, name, photo, fov_path, x, y, r in references(Path(args.data)):
+        image = read_image(photo)
+        fov = read_mask(fov_path) if fov_path else estimate_fov(image)
+        _, vessels = seg.segment(image)
+        t0 = time.perf_counter()
+        d = find_disc(image, vessels, fov)
+        times.append(time.perf_counter() - t0)
+        cols, rws = np.flatnonzero(fov.any(0)), np.flatnonzero(fov.any(1))
+        fx, fy, diam = (cols[0] + cols[-1]) / 2, (rws[0] + rws[-1]) / 2, cols[-1] - cols[0] + 1
+        # the side of the eye from the reference disc, for a macula-centred photograph (disc.py's rule)
+        side = None if np.hypot(x - fx, y - fy) <= 0.15 * diam else ("right (OD)" if x > fx else "left (OS)")
+        err = np.hypot(d["disc_x_px"] - x, d["disc_y_px"] - y) / r if d["disc_x_px"] is not None else np.inf
+        ratio = d["disc_radius_px"] / r if d["disc_radius_px"] is not None else np.nan
+        rows.append(dict(set=part, image=name, ref_x=x, ref_y=y, ref_r=r, x=d["disc_x_px"], y=d["disc_y_px"],
+                         r=d["disc_radius_px"], found=d["disc_found"], confidence=d["disc_confidence"],
+                         centre_error_radii=round(float(err), 3), radius_ratio=round(float(ratio), 3),
+                         laterality=d["laterality"], field=d["field"], reference_side=side))
+    print(f"disc.find_disc: {np.median(times) * 1000:.0f} ms per photograph (median, after the vessel map)\n")
+    print("| set | photographs | found | centre within 1 radius | median centre error (radii) | "
+          "radius within ±20 % | median radius ratio | eye's side as the reference disc's |")
+    print("|---|---|---|---|---|---|---|---|")
+    for part in dict.fromkeys(r["set"] for r in rows):
+        sub = [r for r in rows if r["set"] == part]
+        e = np.array([r["centre_error_radii"] for r in sub])
+        q = np.array([r["radius_ratio"] for r in sub])
+        print(f"| {part} | {len(sub)} | {sum(bool(r['found']) for r in sub)} | {100 * np.mean(e <= 1):.1f} % | "
+              f"{np.median(e):.2f} | {100 * np.mean(np.abs(q - 1) <= 0.2):.1f} % | {np.nanmedian(q):.2f} | "
+              f"{side_agreement(sub)} |")
+    if args.csv:
+        with open(args.csv, "w", newline="") as f:
+            w = csv.DictWriter(f, list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+"""The optic disc locator (disc.py) on synthetic photographs with known answers, and on real ones."""
+import csv
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+import disc as D
+from conftest import need
+
+
+def fundus(size=560, disc_at=(130, 280), disc_r=38, second=None, vessels=True, noise=4.0, seed=0):
+    """A synthetic photograph: an orange FOV (radius 0.45 size) darker to its rim, a bright disc at
+    ``disc_at`` (x, y) with dark vessels radiating from it; returns (image, vessel mask, FOV)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size].astype(np.float32)
+    c = size / 2
+    rim = np.hypot(yy - c, xx - c) / (0.45 * size)
+    fov = rim <= 1
+    shade = 1 - 0.25 * rim ** 2
+    img = np.zeros((size, size, 3), np.float32)
+    for k, v in enumerate((150, 80, 40)):
+        img[..., k] = v * shade
+    vessel = np.zeros((size, size), np.uint8)
+    for x, y in [disc_at] + ([second] if second else []):
+        d = np.hypot(yy - y, xx - x)
+        glow = np.clip((disc_r - d) / 4 + 0.5, 0, 1)  # a disc with a soft 4 px edge
+        for k, v in enumerate((95, 110, 75)):
+            img[..., k] += v * glow
+        if vessels:
+            for a in np.linspace(0, 2 * np.pi, 9, endpoint=False) + 0.2:
+                end = (int(x + 0.6 * size * np.cos(a)), int(y + 0.6 * size * np.sin(a)))
+                cv2.line(vessel, (int(x), int(y)), end, 1, 7)
+    vessel = vessel.astype(bool) & fov
+    img[vessel] *= 0.6
+    img += rng.normal(0, noise, img.shape)
+    img[~fov] = 0
+    return np.clip(img, 0, 255).astype(np.uint8), vessel, fov
+
+
+def test_a_disc_on_the_left_of_a_macula_centred_photograph_is_a_left_eye():
+    image, vessels, fov = fundus()
+    d = D.find_disc(image, vessels, fov)
+    assert d["disc_found"] and d["disc_confidence"] >= D.MIN_CONFIDENCE
+    assert np.hypot(d["disc_x_px"] - 130, d["disc_y_px"] - 280) <= 0.25 * 38
+    assert d["disc_radius_px"] == pytest.approx(38, rel=0.2)
+    assert (d["laterality"], d["field"]) == ("left (OS)", "macula-centred")
+
+
+def test_mirrored_it_is_a_right_eye_at_the_mirrored_place():
+    image, vessels, fov = fundus()
+    d = D.find_disc(image[:, ::-1].copy(), vessels[:, ::-1].copy(), fov[:, ::-1].copy())
+    assert np.hypot(d["disc_x_px"] - (559 - 130), d["disc_y_px"] - 280) <= 0.25 * 38
+    assert (d["laterality"], d["field"]) == ("right (OD)", "macula-centred")
+
+
+def test_a_disc_centred_photograph_has_no_side():
+    image, vessels, fov = fundus(disc_at=(290, 270))
+    d = D.find_disc(image, vessels, fov)
+    assert d["disc_found"] and d["field"] == "disc-centred" and d["laterality"] == "unknown"
+    assert "disc-centred" in d["disc_note"]
+
+
+def test_the_same_photograph_twice_as_large_gives_twice_the_pixels():
+    image, vessels, fov = fundus()
+    a = D.find_disc(image, vessels, fov)
+    big = cv2.resize(image, (1120, 1120), interpolation=cv2.INTER_LINEAR)
+    b = D.find_disc(big, np.kron(vessels, np.ones((2, 2), bool)), np.kron(fov, np.ones((2, 2), bool)))
+    assert b["disc_x_px"] == pytest.approx(2 * a["disc_x_px"], abs=6)
+    assert b["disc_radius_px"] == pytest.approx(2 * a["disc_radius_px"], rel=0.1)
+
+
+@pytest.mark.parametrize("case", ["no disc", "two equal discs", "blank", "no FOV"])
+def test_no_clear_disc_is_not_found_and_says_why(case):
+    if case == "no disc":
+        image, vessels, fov = fundus(disc_r=0, vessels=False)
+    elif case == "two equal discs":
+        image, vessels, fov = fundus(disc_at=(140, 280), second=(420, 280))
+    else:
+        image, vessels, fov = np.full((300, 320, 3), 120, np.uint8), np.zeros((300, 320), bool), np.ones((300, 320), bool)
+        if case == "no FOV":
+            fov = np.zeros_like(fov)
+    d = D.find_disc(image, vessels, fov)
+    assert d["disc_found"] is False and d["laterality"] == "unknown" and d["disc_note"]
+
+
+def test_real_photographs_drive_test_and_drions_held_out():
+    """Four DRIVE test photographs (disc circles from DRIVE_disc.csv) and four held-out DRIONS-DB ones
+    (expert outlines), through the shipped vessel model: the centre within one disc radius."""
+    from imio import read_image, read_mask
+    from inference import Segmenter
+    from preprocess import estimate_fov
+
+    drive, drions = need("DRIVE"), need("DISC/DRIONS-DB")
+    with open(need("DISC/DRIVE_disc.csv")) as f:
+        circles = {r["image"]: r for r in csv.DictReader(f)}
+    seg = Segmenter.from_file(Path(__file__).resolve().parents[1] / "UNet.onnx")
+    cases = []
+    for n in ("02", "07", "13", "19"):
+        r = circles[f"{n}_test.tif"]
+        cases.append((drive / "test" / "images" / f"{n}_test.tif", read_mask(drive / "test" / "mask" / f"{n}_test_mask.gif"),
+                      float(r["centre_x"]), float(r["centre_y"]), float(r["radius"])))
+    for n in ("070", "085", "099", "110"):
+        label = read_image(drions / "label" / f"image_{n}.jpg") >= 128
+        ys, xs = np.nonzero(label)
+        cases.append((drions / "image" / f"image_{n}.jpg", None, xs.mean(), ys.mean(), np.sqrt(label.sum() / np.pi)))
+    for photo, fov, x, y, radius in cases:
+        image = read_image(photo)
+        fov = estimate_fov(image) if fov is None else fov
+        d = D.find_disc(image, seg.segment(image)[1], fov)
+        assert d["disc_found"], photo.name
+        assert np.hypot(d["disc_x_px"] - x, d["disc_y_px"] - y) <= radius, photo.name
+        assert 0.5 < d["disc_radius_px"] / radius < 1.5, photo.name
