@@ -41,6 +41,7 @@ SHIPPED = {  # file stem -> the name shown in the page
     "UNet_fast": "DRIVE, fast",
     "UNet_STARE": "STARE",
 }
+NOT_VESSEL_MODELS = {"DISC"}  # the optic disc model (disc.py) is not offered as a vessel model
 SAMPLES = [str(HERE / "predict" / "img.png")]
 # more photographs to click when the public datasets are on this computer (they may not be copied into the
 # repository): a STARE photograph and a 2048x2048 FIVES one
@@ -66,7 +67,7 @@ def find_models(folder=HERE):
     folder = Path(folder)
     stems = {}
     for path in sorted(folder.glob("*.onnx")) + sorted(folder.glob("*.pth")):
-        if path.name.endswith(".resume.pth"):
+        if path.name.endswith(".resume.pth") or path.stem in NOT_VESSEL_MODELS:
             continue
         stems.setdefault(path.stem, path)  # .onnx came first
     order = [s for s in SHIPPED if s in stems] + sorted(s for s in stems if s not in SHIPPED)

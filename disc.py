@@ -32,6 +32,8 @@ viewer's left; "unknown" for a disc-centred photograph or when the disc was not 
 photographs must not be mirrored; some cameras flip them.)
 """
 import math
+import threading
+from pathlib import Path
 
 import numpy as np
 
@@ -60,29 +62,112 @@ def _z(img, inside):
     return (img - float(v.mean())) / sd if sd > 0 else np.zeros_like(img)
 
 
-def find_disc(image, vessels, fov):
+def _not_found(note):
+    out = dict.fromkeys(COLUMNS)
+    out.update(disc_found=False, laterality="unknown", field="unknown", disc_note=note)
+    return out
+
+
+def describe(x, y, radius, confidence, fov, note="", min_confidence=MIN_CONFIDENCE):
+    """The COLUMNS of a disc at (x, y) with ``radius`` (photograph pixels): found when ``confidence``
+    reaches ``min_confidence``; the field and the eye's side from where it lies in the FOV."""
+    from preprocess import fov_diameter
+
+    out = dict.fromkeys(COLUMNS)
+    cols, rows = np.flatnonzero(fov.any(axis=0)), np.flatnonzero(fov.any(axis=1))
+    fx, fy = (cols[0] + cols[-1]) / 2, (rows[0] + rows[-1]) / 2
+    field = "disc-centred" if math.hypot(x - fx, y - fy) <= DISC_CENTRED_WITHIN * fov_diameter(fov) else \
+        "macula-centred"
+    found = confidence >= min_confidence
+    out.update(disc_found=found, disc_x_px=round(float(x), 1), disc_y_px=round(float(y), 1),
+               disc_radius_px=round(float(radius), 1), disc_confidence=round(float(confidence), 3),
+               field=field if found else "unknown")
+    if not found:
+        out.update(laterality="unknown", disc_note=note or f"no clear disc (confidence {confidence:.2f} < "
+                                                           f"{min_confidence})")
+    elif field == "disc-centred":
+        out.update(laterality="unknown", disc_note="disc-centred photograph: the side of the eye is not told by the disc")
+    else:
+        out.update(laterality="right (OD)" if x > fx else "left (OS)", disc_note="")
+    return out
+
+
+def find_disc(image, vessels, fov, locator=None):
     """The optic disc of one photograph: a dict with COLUMNS (centre and radius in the photograph's
-    pixels). ``image``: uint8 HxWx3 or HxW; ``vessels``: bool HxW vessel mask; ``fov``: bool HxW."""
-    import cv2
+    pixels). ``image``: uint8 HxWx3 or HxW; ``vessels``: bool HxW vessel mask; ``fov``: bool HxW.
+    ``locator``: a DiscNet, or "classical" (default: the shipped DISC.onnx when it is there)."""
+    from preprocess import fov_diameter
+
+    if not fov.any() or fov_diameter(fov) < 32:
+        return _not_found("no field of view found")
+    locator = default_locator() if locator is None else locator
+    if locator == "classical":
+        return find_disc_classical(image, vessels, fov)
+    return locator.find(image, fov)
+
+
+DISC_WEIGHTS = Path(__file__).resolve().parent / "DISC.onnx"
+NET_MIN_CONFIDENCE = 0.6
+_DEFAULT = {}
+_LOCK = threading.Lock()
+
+
+def default_locator():
+    """The shipped disc network (DISC.onnx beside this module, loaded once), else the classical locator."""
+    with _LOCK:
+        if "locator" not in _DEFAULT:
+            _DEFAULT["locator"] = DiscNet.from_file(DISC_WEIGHTS) if DISC_WEIGHTS.is_file() else "classical"
+        return _DEFAULT["locator"]
+
+
+class DiscNet:
+    """The disc as a segmentation: a U-Net trained by ``train.py --dataset DISC`` on the references that
+    ``prepare_data.py --dataset DISC`` lays out, run by the same Segmenter as the vessel models (so
+    rescaled by the FOV, tiled, ONNX or PyTorch). The disc is the connected region above the model's
+    threshold holding the most probability; its centre the region's centroid, its radius that of a
+    circle of its area. Confidence: the region's highest probability times its share of all the
+    probability above the threshold (two equal candidates: 0.5 at most); found from
+    ``NET_MIN_CONFIDENCE``."""
+
+    def __init__(self, segmenter):
+        self.seg = segmenter
+
+    @classmethod
+    def from_file(cls, path):
+        from inference import Segmenter
+
+        return cls(Segmenter.from_file(path))
+
+    def find(self, image, fov):
+        from scipy import ndimage as ndi
+
+        prob = self.seg.probability(image, fov)
+        lab, n = ndi.label((prob >= self.seg.threshold) & fov)
+        if n == 0:
+            return _not_found("no disc: the disc model finds no region above its threshold")
+        mass = np.asarray(ndi.sum(prob, lab, index=np.arange(1, n + 1)))
+        best = int(np.argmax(mass)) + 1
+        region = lab == best
+        ys, xs = np.nonzero(region)
+        confidence = float(prob[region].max()) * float(mass[best - 1] / mass.sum())
+        return describe(xs.mean(), ys.mean(), math.sqrt(region.sum() / math.pi), confidence, fov,
+                        min_confidence=NET_MIN_CONFIDENCE)
+
+
+def find_disc_classical(image, vessels, fov):
+    """The classical locator (brightness and vessel convergence; the module's docstring, steps 1-5)."""
     from scipy import ndimage as ndi
 
     from preprocess import fov_diameter, rescale
 
-    out = dict.fromkeys(COLUMNS)
-    h, w = fov.shape
-    diam = fov_diameter(fov)
-    if not fov.any() or diam < 32:
-        out.update(disc_found=False, laterality="unknown", field="unknown", disc_note="no field of view found")
-        return out
-    k = WORK_D / diam
+    k = WORK_D / fov_diameter(fov)
     img = image if image.ndim == 2 else (image[..., :3].astype(np.float32) @ np.float32([0.299, 0.587, 0.114]))
     lum = rescale(img.astype(np.float32), k)
     f = rescale(fov, k)
     v = rescale(vessels & fov, k)
     core = ndi.binary_erosion(f, iterations=max(1, int(0.02 * WORK_D)))
     if core.sum() < 100:
-        out.update(disc_found=False, laterality="unknown", field="unknown", disc_note="field of view too small")
-        return out
+        return _not_found("field of view too small")
     # brightness against its background, inside the FOV (the outside filled with the FOV's mean)
     fill = np.where(core, lum, float(lum[core].mean())).astype(np.float32)
     bright = _gauss(fill, 0.035 * WORK_D) - _gauss(fill, 0.15 * WORK_D)
@@ -124,22 +209,7 @@ def find_disc(image, vessels, fov):
     other = float(score[away].max()) if away.any() else float(score[core].min())
     spread = float(score[core].std()) or 1.0
     confidence = 1.0 - math.exp(-max(0.0, best - other) / spread / CONFIDENCE_SCALE)
-    # back to the photograph's pixels
-    X, Y, R = cx / k, cy / k, radius / k
-    cols = np.flatnonzero(fov.any(axis=0))
-    rows = np.flatnonzero(fov.any(axis=1))
-    fx, fy = (cols[0] + cols[-1]) / 2, (rows[0] + rows[-1]) / 2
-    field = "disc-centred" if math.hypot(X - fx, Y - fy) <= DISC_CENTRED_WITHIN * diam else "macula-centred"
-    found = confidence >= MIN_CONFIDENCE
-    out.update(disc_found=found, disc_x_px=round(X, 1), disc_y_px=round(Y, 1), disc_radius_px=round(R, 1),
-               disc_confidence=round(confidence, 3), field=field if found else "unknown")
-    if not found:
-        out.update(laterality="unknown", disc_note=f"no clear disc (confidence {confidence:.2f} < {MIN_CONFIDENCE})")
-    elif field == "disc-centred":
-        out.update(laterality="unknown", disc_note="disc-centred photograph: the side of the eye is not told by the disc")
-    else:
-        out.update(laterality="right (OD)" if X > fx else "left (OS)", disc_note="")
-    return out
+    return describe(cx / k, cy / k, radius / k, confidence, fov)
 
 
 def _radius(sm, core, cy, cx, rays=72):
@@ -161,3 +231,26 @@ def _radius(sm, core, cy, cx, rays=72):
         return 0.07 * WORK_D
     edges = r[np.argmax(drop[good], axis=1)]
     return float(np.median(edges))
+
+
+def write_disc_json(path, name, disc):
+    """One image's disc as NAME_disc.json (atomically): what predict.py --disc gathers into disc.csv."""
+    import json
+
+    from imio import atomic_replace
+
+    def write(tmp):
+        with open(tmp, "w") as f:
+            json.dump({"image": name, **{k: disc.get(k) for k in COLUMNS}}, f, indent=1)
+
+    atomic_replace(path, write, suffix=".json")
+
+
+def read_disc_json(path):
+    import json
+
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None

@@ -264,7 +264,8 @@ def prediction_main(default_weights, doc, train_hint):
 
     import distributed
     from cli import bounded, run_main, warn, writable_dir
-    from imio import is_image_file, list_images, read_image, stem, write_png, write_probability
+    from disc import COLUMNS as DISC_COLUMNS, find_disc, read_disc_json, write_disc_json
+    from imio import is_image_file, list_images, read_image, stem, write_csv, write_png, write_probability
     from morphometry import (add_scale_args, failed_row, image_files, measure_and_write, read_json, write_json,
                              write_table)
 
@@ -292,6 +293,9 @@ def prediction_main(default_weights, doc, train_hint):
         p.add_argument("--measure", action="store_true",
                        help="also measure each mask (as measure.py: NAME_measurements.json, and OUTPUT/measurements.csv "
                             "for all images)")
+        p.add_argument("--disc", action="store_true",
+                       help="also find the optic disc (disc.py): OUTPUT/disc.csv, its centre, radius, confidence, "
+                            "the eye's side and the field per image (also in --measure's table)")
         add_scale_args(p)
         distributed.add_device_arg(p)
         args = p.parse_args(argv)
@@ -323,7 +327,8 @@ def prediction_main(default_weights, doc, train_hint):
 
         def done_before(dst):
             return dst.is_file() and (not args.prob or dst.with_name(dst.stem + "_prob.png").is_file()) and \
-                (not args.measure or read_json(image_files(out_dir, dst.stem)["json"]) is not None)
+                (not args.measure or read_json(image_files(out_dir, dst.stem)["json"]) is not None) and \
+                (not args.disc or read_disc_json(out_dir / f"{dst.stem}_disc.json") is not None)
 
         total = len(jobs)
         skipped = [j for j in jobs if done_before(j[1])] if args.skip_existing else []
@@ -355,6 +360,9 @@ def prediction_main(default_weights, doc, train_hint):
                 write_png(dst, mask)
                 if args.prob:
                     write_probability(dst.with_name(dst.stem + "_prob.png"), prob)
+                if args.disc:
+                    write_disc_json(out_dir / f"{dst.stem}_disc.json", dst.stem,
+                                    find_disc(image, mask, estimate_fov(image)))
                 if args.measure:
                     measure_and_write(dst.stem, mask, out_dir, fov=estimate_fov(image),
                                       fov_source="estimated from the photograph", photo=image,
@@ -379,6 +387,11 @@ def prediction_main(default_weights, doc, train_hint):
             rows = [r for r in rows if r is not None]
             write_table(out_dir / "measurements.csv", rows)
             print(f"measured {len(rows)} image(s) -> {out_dir / 'measurements.csv'}")
+        if args.disc:
+            rows = [r for r in (read_disc_json(out_dir / f"{dst.stem}_disc.json") for _, dst in jobs) if r]
+            write_csv(out_dir / "disc.csv", rows, ["image"] + DISC_COLUMNS)
+            print(f"found the disc in {sum(bool(r['disc_found']) for r in rows)} of {len(rows)} image(s) "
+                  f"-> {out_dir / 'disc.csv'}")
         if failed:
             raise UserError(f"{len(failed)} of {total} images could not be read: {', '.join(failed[:5])}")
 

@@ -1,8 +1,10 @@
-"""Convert an official DRIVE or STARE release (or FIVES photographs) into this toolkit's folder layout.
+"""Convert an official DRIVE or STARE release (or FIVES photographs, or the optic disc references)
+into this toolkit's folder layout.
 
     python prepare_data.py --dataset DRIVE --source ../shared/data/DRIVE
     python prepare_data.py --dataset STARE --source ../shared/data/STARE
     python prepare_data.py --dataset FIVES --source ../shared/data/FIVES-mini
+    python prepare_data.py --dataset DISC --source ../shared/data/DISC     # labels: the optic disc
 
 writes DATASET/{train,test}/{image,label,mask}/NN_training.png | NN_testing.png (colour images,
 binary 0/255 labels and FOV masks) and, for the test split, label2/ with the second observer.
@@ -14,6 +16,9 @@ observer; STARE has no FOV masks, so they are estimated from the images.
 FIVES (2048x2048 photographs, for measuring high-resolution behaviour): a folder of image/ and
 label/ with the same file names, or the official train/ and test/ with Original/ and
 "Ground truth/"; everything under image/ goes to the test split; FOVs are estimated.
+DISC (the optic disc as the label, for train.py --dataset DISC): DRIONS-DB image_001-060 train,
+061-110 test (its expert outlines, JPEG: thresholded at 128), and the 40 DRIVE photographs with
+the disc circles of DRIVE_disc.csv (DRIVE's split, its FOV masks; DRIVE/ beside DISC/).
 DATASET/sources.csv maps every written name back to its original file.
 """
 import argparse
@@ -80,7 +85,44 @@ def fives_items(src):
     return items
 
 
-READERS = {"DRIVE": drive_items, "STARE": stare_items, "FIVES": fives_items}
+def disc_items(src):
+    """DISC (the optic disc, for train.py --dataset DISC): DRIONS-DB's expert outlines (image_001-060
+    train, 061-110 test) and DRIVE's disc circles from DRIVE_disc.csv (DRIVE's own split; the DRIVE
+    release beside the DISC folder). The label is the disc region; a circle is given as (x, y, r)."""
+    drive, drions = src.parent / "DRIVE", src / "DRIONS-DB"
+    if not (src / "DRIVE_disc.csv").is_file() or not (drions / "image").is_dir():
+        raise UserError(f"--source {src} must hold DRIVE_disc.csv and DRIONS-DB/ (with DRIVE/ beside it)")
+    items = []
+    with open(src / "DRIVE_disc.csv", newline="") as f:
+        for r in csv.DictReader(f):
+            sub, tag = ("training", "training") if r["split"] == "training" else ("test", "test")
+            num = re.match(r"\d+", r["image"]).group(0)
+            items.append(("train" if sub == "training" else "test", f"drive_{num}", drive / sub / "images" / r["image"],
+                          (float(r["centre_x"]), float(r["centre_y"]), float(r["radius"])),
+                          drive / sub / "mask" / f"{num}_{tag}_mask.gif", None))
+    for img in sorted((drions / "image").glob("image_*.jpg")):
+        number = int(img.stem.split("_")[1])
+        items.append(("train" if number <= 60 else "test", f"drions_{number:03d}", img, drions / "label" / img.name,
+                      None, None))
+    return items
+
+
+def read_label(label, shape):
+    """A label file (any non-zero pixel is foreground; in a JPEG, whose edges are noisy, any pixel from
+    half-way up), or a disc given as (x, y, radius) drawn at ``shape``."""
+    if isinstance(label, tuple):
+        import numpy as np
+
+        yy, xx = np.ogrid[:shape[0], :shape[1]]
+        x, y, r = label
+        return (xx - x) ** 2 + (yy - y) ** 2 <= r * r
+    if label.suffix.lower() not in (".jpg", ".jpeg"):
+        return read_mask(label)
+    arr = read_image(label)
+    return (arr.max(axis=2) if arr.ndim == 3 else arr) >= 128
+
+
+READERS = {"DRIVE": drive_items, "STARE": stare_items, "FIVES": fives_items, "DISC": disc_items}
 
 
 @run_main
@@ -100,7 +142,7 @@ def main(argv=None):
         rows = []
         for split, name, img, label, mask, second in tqdm(items, desc=f"preparing {args.dataset}", disable=None):
             image = read_image(img)
-            lab = read_mask(label)
+            lab = read_label(label, image.shape[:2])
             fov = read_mask(mask) if mask is not None else estimate_fov(image)
             if lab.shape != image.shape[:2] or fov.shape != image.shape[:2]:
                 raise UserError(f"{label} or its mask does not have the size of {img}")
@@ -110,7 +152,8 @@ def main(argv=None):
             write_png(out / "mask" / f"{name}.png", fov)
             if second is not None:
                 write_png(out / "label2" / f"{name}.png", read_mask(second))
-            rows.append((split, name, img.name, label.name, mask.name if mask else "estimated", second.name if second else ""))
+            rows.append((split, name, img.name, label.name if isinstance(label, Path) else "circle %g %g %g" % label,
+                         mask.name if mask else "estimated", second.name if second else ""))
         with open(tmp / "sources.csv", "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["split", "name", "image", "label", "mask", "second_observer"])

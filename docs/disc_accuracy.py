@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from disc import find_disc  # noqa: E402
+from disc import DiscNet, default_locator, find_disc  # noqa: E402
 from imio import read_image, read_mask  # noqa: E402
 from inference import Segmenter  # noqa: E402
 from preprocess import estimate_fov  # noqa: E402
@@ -59,7 +59,11 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default=os.environ.get("RETINA_DATA", "../shared/data"))
     p.add_argument("--csv", default=None, help="write the per-photograph errors here")
+    p.add_argument("--locator", default=None,
+                   help="classical, or a disc model (.onnx/.pth; default: what disc.py uses, DISC.onnx if shipped)")
     args = p.parse_args(argv)
+    locator = default_locator() if args.locator is None else args.locator if args.locator == "classical" else \
+        DiscNet.from_file(args.locator)
     seg = Segmenter.from_file(Path(__file__).resolve().parents[1] / "UNet.onnx")
     rows, times = [], []
     for part, name, photo, fov_path, x, y, r in references(Path(args.data)):
@@ -67,7 +71,7 @@ def main(argv=None):
         fov = read_mask(fov_path) if fov_path else estimate_fov(image)
         _, vessels = seg.segment(image)
         t0 = time.perf_counter()
-        d = find_disc(image, vessels, fov)
+        d = find_disc(image, vessels, fov, locator)
         times.append(time.perf_counter() - t0)
         cols, rws = np.flatnonzero(fov.any(0)), np.flatnonzero(fov.any(1))
         fx, fy, diam = (cols[0] + cols[-1]) / 2, (rws[0] + rws[-1]) / 2, cols[-1] - cols[0] + 1
@@ -79,7 +83,8 @@ def main(argv=None):
                          r=d["disc_radius_px"], found=d["disc_found"], confidence=d["disc_confidence"],
                          centre_error_radii=round(float(err), 3), radius_ratio=round(float(ratio), 3),
                          laterality=d["laterality"], field=d["field"], reference_side=side))
-    print(f"disc.find_disc: {np.median(times) * 1000:.0f} ms per photograph (median, after the vessel map)\n")
+    name = "classical" if locator == "classical" else Path(args.locator or "DISC.onnx").name
+    print(f"disc.find_disc ({name}): {np.median(times) * 1000:.0f} ms per photograph (median, after the vessel map)\n")
     print("| set | photographs | found | centre within 1 radius | median centre error (radii) | "
           "radius within ±20 % | median radius ratio | eye's side as the reference disc's |")
     print("|---|---|---|---|---|---|---|---|")

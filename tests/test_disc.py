@@ -113,3 +113,54 @@ def test_real_photographs_drive_test_and_drions_held_out():
         assert d["disc_found"], photo.name
         assert np.hypot(d["disc_x_px"] - x, d["disc_y_px"] - y) <= radius, photo.name
         assert 0.5 < d["disc_radius_px"] / radius < 1.5, photo.name
+
+
+def test_predict_disc_writes_a_table_of_every_image_without_torch(tmp_path):
+    """predict.py --disc: the sample and its mirror image -> disc.csv, a left and a right eye."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+    from imio import read_image, write_png
+
+    photos = tmp_path / "photos"
+    image = read_image(REPO / "predict" / "img.png")
+    write_png(photos / "a.png", image)
+    write_png(photos / "b.png", image[:, ::-1].copy())
+    code = ("import sys, runpy; sys.argv = ['predict.py'] + sys.argv[1:]; runpy.run_path('predict.py', "
+            "run_name='__main__')")
+    r = subprocess.run([sys.executable, "-c", code + "; assert 'torch' not in sys.modules", "--input", photos,
+                        "--output", tmp_path / "out", "--disc"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "found the disc in 2 of 2 image(s)" in r.stdout
+    with open(tmp_path / "out" / "disc.csv", newline="") as f:
+        rows = {row["image"]: row for row in csv.DictReader(f)}
+    assert rows["a"]["laterality"] == "left (OS)" and rows["b"]["laterality"] == "right (OD)"
+    assert float(rows["a"]["disc_x_px"]) + float(rows["b"]["disc_x_px"]) == pytest.approx(564, abs=4)
+
+
+def test_prepare_data_lays_out_the_disc_references_for_train_py(tmp_path):
+    """prepare_data.py --dataset DISC: DRIVE's split and circles, DRIONS-DB 001-060 / 061-110 outlines."""
+    import subprocess
+    import sys
+
+    from scipy import ndimage as ndi
+
+    from conftest import REPO
+    from imio import read_mask
+
+    src = need("DISC")
+    need("DRIVE")
+    r = subprocess.run([sys.executable, REPO / "prepare_data.py", "--dataset", "DISC", "--source", src, "--root",
+                        tmp_path], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert "80 training and 69 test images" in r.stdout
+    with open(src / "DRIVE_disc.csv", newline="") as f:
+        circle = next(row for row in csv.DictReader(f) if row["image"] == "21_training.tif")
+    label = read_mask(tmp_path / "DISC" / "train" / "label" / "drive_21.png")
+    assert label.sum() == pytest.approx(np.pi * float(circle["radius"]) ** 2, rel=0.03)
+    ys, xs = np.nonzero(label)
+    assert (xs.mean(), ys.mean()) == pytest.approx((float(circle["centre_x"]), float(circle["centre_y"])), abs=0.5)
+    outline = read_mask(tmp_path / "DISC" / "test" / "label" / "drions_070.png")
+    assert ndi.label(outline)[1] == 1 and 0.005 < outline.mean() < 0.1  # one disc, no JPEG speckle
+    assert not (tmp_path / "DISC" / "train" / "label" / "drions_061.png").exists()
