@@ -164,3 +164,36 @@ def test_prepare_data_lays_out_the_disc_references_for_train_py(tmp_path):
     outline = read_mask(tmp_path / "DISC" / "test" / "label" / "drions_070.png")
     assert ndi.label(outline)[1] == 1 and 0.005 < outline.mean() < 0.1  # one disc, no JPEG speckle
     assert not (tmp_path / "DISC" / "train" / "label" / "drions_061.png").exists()
+
+
+class FakeSegmenter:
+    """A disc model's output, made up: the probability map it returns and its threshold."""
+
+    def __init__(self, prob, threshold=0.5):
+        self.prob, self.threshold = prob, threshold
+
+    def probability(self, image, fov=None):
+        return self.prob
+
+
+@pytest.mark.parametrize("blobs,found", [([(130, 280, 38, 0.95)], True),
+                                         ([(130, 280, 38, 0.95), (430, 280, 38, 0.95)], False),
+                                         ([(130, 280, 38, 0.95), (430, 280, 10, 0.7)], True),
+                                         ([], False)])
+def test_a_disc_network_output_becomes_a_centre_a_radius_and_a_confidence(blobs, found):
+    """DiscNet: the region above the threshold holding the most probability is the disc; two equal
+    candidates share the confidence (0.5 at most) and the disc is not found."""
+    image, _, fov = fundus()
+    yy, xx = np.mgrid[:560, :560]
+    prob = np.zeros((560, 560), np.float32)
+    for x, y, r, p in blobs:
+        prob[(xx - x) ** 2 + (yy - y) ** 2 <= r * r] = p
+    d = D.DiscNet(FakeSegmenter(prob)).find(image, fov)
+    assert d["disc_found"] is found
+    if blobs:
+        assert np.hypot(d["disc_x_px"] - 130, d["disc_y_px"] - 280) <= 1 or not found
+        assert d["disc_radius_px"] == pytest.approx(38, rel=0.05) or not found
+    if found:
+        assert d["laterality"] == "left (OS)" and d["disc_confidence"] >= D.NET_MIN_CONFIDENCE
+    else:
+        assert d["disc_note"]
