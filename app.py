@@ -262,15 +262,20 @@ class App:
         self.outputs = outputs or Outputs()
         self._running = {}  # folder of a running batch -> its stop flag
 
-    def segment(self, path, model, threshold=None, tta=False):
-        """-> overlay, mask, probability (uint8 for display), figures, mask file, probability file."""
+    def segment(self, path, model, threshold=None, tta=False, progress=None):
+        """-> overlay, mask, probability (uint8 for display), figures, mask file, probability file.
+        ``progress(fraction, desc)``: told each stage as it starts (the page shows it on long requests)."""
+        progress = progress or (lambda fraction, desc: None)
         start = time.perf_counter()
+        progress(0.0, "reading the photograph")
         image = read_upload(path)
+        progress(0.1, f"segmenting ({image.shape[1]}x{image.shape[0]} px)")
         seg = self.models.get(model, tta)
         trace = {}
         t0 = time.perf_counter()
         prob, mask = seg.segment(image, threshold=threshold, trace=trace)
         seconds = time.perf_counter() - t0
+        progress(0.8, "writing the mask and the probability map")
         folder = self.outputs.new()
         name = stem(path)
         # the downloads are named after the photograph, as what they are
@@ -551,15 +556,17 @@ def build(app):
                             m_table = gr.Markdown(elem_id="measurements")
             shown = gr.State(None)  # the settings and status line of the result on the page
 
-            def segment(photograph, model, threshold, tta, request: gr.Request):
+            def segment(photograph, model, threshold, tta, request: gr.Request, progress=gr.Progress()):
                 """Segment a photograph: overlay, mask, probability, figures, mask file, probability file, status."""
                 with notes.kept(request):
-                    *images, figures_, mask_path, prob_path = app.segment(photograph, model, threshold, tta)
+                    *images, figures_, mask_path, prob_path = app.segment(
+                        photograph, model, threshold, tta, progress=lambda f, d: progress(f, desc=d))
                 done = f"**{Path(photograph).name}**: segmented with {model}, threshold {figures_['threshold']}."
                 return (*images, as_markdown(figures_, ("figure", "value")), mask_path, prob_path, done)
 
-            def measure(photograph, mask, request: gr.Request):
+            def measure(photograph, mask, request: gr.Request, progress=gr.Progress()):
                 """The vessel measurements of a photograph and its mask: a Markdown table, the calibre overlay."""
+                progress(0.0, desc="measuring the vessels, finding the optic disc")
                 with notes.kept(request):
                     return app.measure(photograph, mask)
 

@@ -535,3 +535,11 @@ def test_in_a_browser_a_new_request_clears_the_old_result_and_a_failure_says_why
             assert proc.poll() is None
         finally:
             browser.close()
+
+
+def test_segment_tells_its_stages_as_they_start(app):
+    stages = []
+    app.segment(str(SAMPLE), "DRIVE, whole image", progress=lambda f, d: stages.append((f, d)))
+    assert [d.split(" (")[0] for _, d in stages] == ["reading the photograph", "segmenting",
+                                                     "writing the mask and the probability map"]
+    assert [f for f, _ in stages] == sorted(f for f, _ in stages) and "565x584 px" in stages[1][1]
