@@ -10,8 +10,10 @@ are, or photographs (anything else), segmented first with the same model flags a
 The field of view (FOV) comes from --fov masks, else from the photograph (--photos, or the input
 photograph itself), else it is the whole image (the fov_source column says which). Every image
 gets a row in the CSV (column names carry the unit) and a NAME_measurements.json beside it; one
-that cannot be measured gets a row with empty values and the reason in "note". Definitions,
-constants and sources: the docstring of morphometry.py and the README.
+that cannot be measured gets a row with empty values and the reason in "note". With a photograph,
+the optic disc is found in it (disc.py: centre, radius, confidence, the eye's side, the field) and
+every measure is taken again in zones B and C around it (columns zoneB_..., zoneC_...). Definitions,
+constants and sources: the docstrings of morphometry.py and disc.py, and the README.
 """
 import argparse
 import os
