@@ -7,6 +7,7 @@ UNet.onnx. The locator's constants were chosen on DRIVE training and DRIONS-DB i
 DRIVE test and DRIONS-DB 061-110 are held out.
 
     python docs/disc_accuracy.py                 # prints the table; --csv FILE the per-photograph errors
+    python docs/disc_accuracy.py --figures docs  # also disc_errors.png (the distributions) and disc_worst.png
 """
 import argparse
 import csv
@@ -55,10 +56,54 @@ def side_agreement(rows):
     return f"{agree} of {len(told)}" + (f" ({unknown} unknown)" if unknown else "")
 
 
+def figures(rows, folder, locator):
+    """disc_errors.png: the cumulative share of photographs against the centre error and the radius
+    ratio, per set; disc_worst.png: the three photographs with the largest centre error."""
+    import cv2
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    for part in dict.fromkeys(r["set"] for r in rows):
+        e = np.sort([r["centre_error_radii"] for r in rows if r["set"] == part])
+        q = np.sort([abs(r["radius_ratio"] - 1) for r in rows if r["set"] == part])
+        share = np.arange(1, len(e) + 1) / len(e)
+        a.step(e, share, where="post", label=part)
+        b.step(q, share, where="post", label=part)
+    a.axvline(0.25, color="gray", ls=":")
+    a.axvline(1.0, color="gray", ls="--")
+    b.axvline(0.2, color="gray", ls="--")
+    a.set(xlabel="centre error (disc radii)", ylabel="share of photographs", xlim=(0, 1.5),
+          title=f"centre ({locator}); dotted: 0.25, dashed: 1 radius")
+    b.set(xlabel="|radius found / reference - 1|", xlim=(0, 1), title="radius; dashed: 20 %")
+    a.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(folder / "disc_errors.png", dpi=90)
+    plt.close(fig)
+    tiles = []
+    for r in sorted(rows, key=lambda r: -r["centre_error_radii"])[:3]:
+        im = read_image(r["photo"])
+        im = np.dstack([im] * 3) if im.ndim == 2 else im.copy()
+        ref = (int(round(r["ref_x"])), int(round(r["ref_y"])))
+        cv2.circle(im, ref, int(round(r["ref_r"])), (0, 255, 0), 2)
+        if r["x"] is not None:
+            cv2.circle(im, (int(round(r["x"])), int(round(r["y"]))), int(round(r["r"])), (255, 0, 255), 2)
+        side = int(4 * r["ref_r"])
+        im = cv2.copyMakeBorder(im, side, side, side, side, cv2.BORDER_CONSTANT)  # a square crop at any border
+        crop = cv2.resize(im[ref[1]:ref[1] + 2 * side, ref[0]:ref[0] + 2 * side], (320, 320))
+        cv2.putText(crop, f"{r['image']}: {r['centre_error_radii']:.2f} radii", (6, 20), cv2.FONT_HERSHEY_SIMPLEX,
+                    0.55, (255, 255, 255), 1, cv2.LINE_AA)
+        tiles.append(crop)
+    cv2.imwrite(str(folder / "disc_worst.png"), cv2.cvtColor(np.hstack(tiles), cv2.COLOR_RGB2BGR))
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default=os.environ.get("RETINA_DATA", "../shared/data"))
     p.add_argument("--csv", default=None, help="write the per-photograph errors here")
+    p.add_argument("--figures", default=None, help="write disc_errors.png and disc_worst.png into this folder")
     p.add_argument("--locator", default=None,
                    help="classical, or a disc model (.onnx/.pth; default: what disc.py uses, DISC.onnx if shipped)")
     args = p.parse_args(argv)
@@ -79,7 +124,7 @@ def main(argv=None):
         side = None if np.hypot(x - fx, y - fy) <= 0.15 * diam else ("right (OD)" if x > fx else "left (OS)")
         err = np.hypot(d["disc_x_px"] - x, d["disc_y_px"] - y) / r if d["disc_x_px"] is not None else np.inf
         ratio = d["disc_radius_px"] / r if d["disc_radius_px"] is not None else np.nan
-        rows.append(dict(set=part, image=name, ref_x=x, ref_y=y, ref_r=r, x=d["disc_x_px"], y=d["disc_y_px"],
+        rows.append(dict(set=part, image=name, photo=str(photo), ref_x=x, ref_y=y, ref_r=r, x=d["disc_x_px"], y=d["disc_y_px"],
                          r=d["disc_radius_px"], found=d["disc_found"], confidence=d["disc_confidence"],
                          centre_error_radii=round(float(err), 3), radius_ratio=round(float(ratio), 3),
                          laterality=d["laterality"], field=d["field"], reference_side=side))
@@ -95,6 +140,8 @@ def main(argv=None):
         print(f"| {part} | {len(sub)} | {sum(bool(r['found']) for r in sub)} | {100 * np.mean(e <= 1):.1f} % | "
               f"{np.median(e):.2f} | {100 * np.mean(np.abs(q - 1) <= 0.2):.1f} % | {np.nanmedian(q):.2f} | "
               f"{side_agreement(sub)} |")
+    if args.figures:
+        figures(rows, Path(args.figures), name)
     if args.csv:
         with open(args.csv, "w", newline="") as f:
             w = csv.DictWriter(f, list(rows[0]))
