@@ -15,11 +15,16 @@ the photograph is first brought to a working scale where D = ``WORK_D`` = 256 px
 4. **The disc region**: around the candidate, the brightness (smoothed at 0.012 D, the dark vessels
    closed over with a 0.03 D grey closing) above the surround (the median of the ring 0.16-0.22 D
    away) by ``REGION_LEVEL`` = 0.3 of the disc's own contrast (its 90th percentile within 0.06 D):
-   the connected region holding the candidate. Its radius is that of a circle of its area (kept
-   within 0.04-0.12 D); its centroid, moved ``TRUNK_WEIGHT`` = 0.5 of the way towards the
-   convergence peak inside it, is the centre (the pale cup lies on the disc's temporal side, the
-   vessel trunk nearer its middle). REGION_LEVEL and TRUNK_WEIGHT were chosen on DRIVE training
-   and DRIONS-DB 001-060 (see the README).
+   the connected region holding the candidate. Its centroid, moved ``TRUNK_WEIGHT`` = 0.5 of the
+   way towards the convergence peak inside it, is the centre (the pale cup lies on the disc's
+   temporal side, the vessel trunk nearer its middle). **Radius**: the region's edge is unsure
+   (a dim disc has no clear step) while discs vary little in size against the FOV (10th-90th
+   percentile of the references: 0.069-0.086 D on DRIVE, 0.080-0.100 D on DRIONS-DB), so the
+   radius of a circle of the region's area (kept within 0.04-0.12 D) is shrunk towards the typical
+   ``RADIUS_PRIOR`` = 0.0845 D: exp(w ln r_region + (1 - w) ln r_prior), w = ``RADIUS_WEIGHT`` =
+   0.25. A camera with a much narrower or wider field than 45-50 degrees makes the prior wrong.
+   REGION_LEVEL, TRUNK_WEIGHT, RADIUS_PRIOR and RADIUS_WEIGHT were chosen on DRIVE training and
+   DRIONS-DB 001-060 (see the README).
 5. **Confidence** (0-1): how far the best candidate stands above the best one outside twice the
    disc radius, relative to the spread of the score: ``1 - exp(-margin / CONFIDENCE_SCALE)``.
    Below ``MIN_CONFIDENCE`` the disc is reported as not found (two equal candidates, a photograph
@@ -45,6 +50,8 @@ DISC_CENTRED_WITHIN = 0.15  # of D
 RADIUS_RANGE = (0.04, 0.12)  # of D
 REGION_LEVEL = 0.3
 TRUNK_WEIGHT = 0.5
+RADIUS_PRIOR = 0.0845  # of D: the median disc radius of DRIVE training and DRIONS-DB 001-060
+RADIUS_WEIGHT = 0.25  # of the measured region's radius, on a log scale; the rest is RADIUS_PRIOR
 
 COLUMNS = ["disc_found", "disc_x_px", "disc_y_px", "disc_radius_px", "disc_confidence", "laterality", "field",
            "disc_note"]
@@ -202,6 +209,7 @@ def find_disc_classical(image, vessels, fov):
         cy, cx = cy + TRUNK_WEIGHT * (ty - cy), cx + TRUNK_WEIGHT * (tx - cx)
     else:
         radius = _radius(sm, core, cy, cx)
+    radius = math.exp(RADIUS_WEIGHT * math.log(radius) + (1 - RADIUS_WEIGHT) * math.log(RADIUS_PRIOR * WORK_D))
     # confidence: the best score against the best one away from this disc
     away = core & ((yy - cy) ** 2 + (xx - cx) ** 2 > (2 * radius) ** 2)
     best = float(score[int(round(cy)), int(round(cx))]) if core[int(round(cy)), int(round(cx))] else float(
