@@ -300,7 +300,7 @@ class App:
         return measurement_table(row), by_calibre
 
     def explain(self, path, patch_model, whole_model):
-        """-> (patch method stages, whole-image method stages): lists of (image, caption)."""
+        """-> (patch method stages, whole-image method stages, optic disc stages): lists of (image, caption)."""
         image = read_upload(path)
         stages = []
         seg = self.models.get(patch_model)
@@ -337,7 +337,46 @@ class App:
             ((t["full"] >= seg.threshold).astype(np.uint8) * 255, f"4. threshold {seg.threshold:.3f}"),
             (mask.astype(np.uint8) * 255, "5. cleared outside the field of view: the result"),
         ]
-        return stages, whole
+        return stages, whole, self.explain_disc(image, mask, t["fov"])
+
+    @staticmethod
+    def explain_disc(image, vessels, fov):
+        """How the classical locator found the optic disc: its stages as (image, caption)."""
+        import cv2
+
+        from disc import find_disc
+        from morphometry import ZONES
+
+        t = {}
+        d = find_disc(image, vessels, fov, locator="classical", trace=t)
+        if "score" not in t:
+            return [(as_rgb(image), f"no disc: {d['disc_note']}")]
+
+        def shown(a):  # a map at the working scale, NaN outside the FOV -> 8-bit
+            v = a[np.isfinite(a)]
+            lo, hi = (np.percentile(v, 1), np.percentile(v, 99.5)) if v.size else (0, 1)
+            return np.where(np.isfinite(a), np.clip((a - lo) / max(hi - lo, 1e-9), 0, 1) * 255, 0).astype(np.uint8)
+
+        score = shown(t["score"])
+        region = as_rgb(score // 2)
+        if "region" in t:
+            region[t["region"]] = (255, 220, 0)
+        out = as_rgb(image).copy()
+        if d["disc_found"]:
+            centre, r = (int(round(d["disc_x_px"])), int(round(d["disc_y_px"]))), d["disc_radius_px"]
+            thick = max(1, round(max(image.shape[:2]) / 400))
+            for k in sorted({1.0} | {v for pair in ZONES.values() for v in pair}):
+                cv2.circle(out, centre, int(round(k * r)), (255, 255, 255), thick, cv2.LINE_AA)
+        result = (f"5. the disc (radius {d['disc_radius_px']:.0f} px, confidence {d['disc_confidence']:.2f}) and the "
+                  f"rings of zones B (2-3 radii) and C (2-5); {d['field']}, eye: {d['laterality']}"
+                  if d["disc_found"] else f"5. no disc: {d['disc_note']}")
+        return [
+            (shown(t["brightness"]), "1. brightness against its background (working scale: 256 px per FOV diameter)"),
+            (shown(t["convergence"]), "2. where the wide vessels converge (the vessel map, weighted by width)"),
+            (score, "3. the two together: the brightest place where the vessels converge is the candidate"),
+            (region, "4. the disc region: brighter than its surround by 0.3 of the disc's contrast"),
+            (out, result),
+        ]
 
     def check(self, path, label_path, fov_path, model, threshold=None):
         """-> metrics (dict), error map: the same code as evaluate.py, on one photograph."""
@@ -628,15 +667,18 @@ def build(app):
             gr.Markdown("### The whole-image method (the default)")
             whole_gallery = gr.Gallery(label="The whole-image method, stage by stage", columns=5, height=320,
                                        object_fit="contain", format="png", elem_id="whole_stages")
+            gr.Markdown("### The optic disc (for the zones of the measurements)")
+            disc_gallery = gr.Gallery(label="Finding the optic disc, stage by stage", columns=5, height=320,
+                                      object_fit="contain", format="png", elem_id="disc_stages")
             def explain(photograph, patch_model, whole_model, request: gr.Request):
                 """Every stage of both methods on a photograph (default: the sample): two lists of (image, caption)."""
                 with notes.kept(request):
                     stages = app.explain(photograph or SAMPLES[0], patch_model, whole_model)
                 return (*stages, f"The stages on **{Path(photograph or SAMPLES[0]).name}**.")
 
-            step = show.click(lambda p: (None, None, f"Working on {Path(p or SAMPLES[0]).name} ..."), photo,
-                              [patch_gallery, whole_gallery, e_status], queue=False, api_name=False) \
-                .then(explain, [photo, patch_model, whole_model], [patch_gallery, whole_gallery, e_status],
+            step = show.click(lambda p: (None, None, None, f"Working on {Path(p or SAMPLES[0]).name} ..."), photo,
+                              [patch_gallery, whole_gallery, disc_gallery, e_status], queue=False, api_name=False) \
+                .then(explain, [photo, patch_model, whole_model], [patch_gallery, whole_gallery, disc_gallery, e_status],
                       api_name="explain")
             step.failure(failed("show the stages of"), photo, e_status, api_name=False)
         with gr.Tab("Check against an annotation"):

@@ -99,17 +99,18 @@ def describe(x, y, radius, confidence, fov, note="", min_confidence=MIN_CONFIDEN
     return out
 
 
-def find_disc(image, vessels, fov, locator=None):
+def find_disc(image, vessels, fov, locator=None, trace=None):
     """The optic disc of one photograph: a dict with COLUMNS (centre and radius in the photograph's
     pixels). ``image``: uint8 HxWx3 or HxW; ``vessels``: bool HxW vessel mask; ``fov``: bool HxW.
-    ``locator``: a DiscNet, or "classical" (default: the shipped DISC.onnx when it is there)."""
+    ``locator``: a DiscNet, or "classical" (default: the shipped DISC.onnx when it is there).
+    ``trace``: a dict that receives the classical locator's stages (for the step-by-step view)."""
     from preprocess import fov_diameter
 
     if not fov.any() or fov_diameter(fov) < 32:
         return _not_found("no field of view found")
     locator = default_locator() if locator is None else locator
     if locator == "classical":
-        return find_disc_classical(image, vessels, fov)
+        return find_disc_classical(image, vessels, fov, trace)
     return locator.find(image, fov)
 
 
@@ -161,8 +162,10 @@ class DiscNet:
                         min_confidence=NET_MIN_CONFIDENCE)
 
 
-def find_disc_classical(image, vessels, fov):
-    """The classical locator (brightness and vessel convergence; the module's docstring, steps 1-5)."""
+def find_disc_classical(image, vessels, fov, trace=None):
+    """The classical locator (brightness and vessel convergence; the module's docstring, steps 1-5).
+    ``trace``: a dict that receives its stages at the working scale (brightness, convergence, score,
+    region) and the working scale itself; the result does not change."""
     from scipy import ndimage as ndi
 
     from preprocess import fov_diameter, rescale
@@ -183,6 +186,9 @@ def find_disc_classical(image, vessels, fov):
     converge = _gauss(width, 0.07 * WORK_D)
     score = _z(bright, core) + VESSEL_WEIGHT * _z(converge, core)
     score[~core] = -np.inf
+    if trace is not None:
+        trace.update(scale=k, brightness=np.where(core, bright, np.nan), convergence=np.where(core, converge, np.nan),
+                     score=np.where(core, score, np.nan))
     cy, cx = np.unravel_index(int(np.argmax(score)), score.shape)
     # the disc region: around the candidate, the pixels brighter than the surround by REGION_LEVEL of the
     # disc's own contrast, vessels closed over; its centroid is the centre, the radius that of its area
@@ -200,6 +206,8 @@ def find_disc_classical(image, vessels, fov):
                                                                  if lab[near].any() else 0)
     if pick:
         region = lab == pick
+        if trace is not None:
+            trace["region"] = region
         cy, cx = float(yy[region].mean()), float(xx[region].mean())
         radius = float(np.clip(math.sqrt(region.sum() / math.pi), RADIUS_RANGE[0] * WORK_D, RADIUS_RANGE[1] * WORK_D))
         # the pale part of a disc is on its temporal side: pull the centre towards where the vessel trunk

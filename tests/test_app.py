@@ -71,7 +71,7 @@ def test_segment_gives_predict_py_mask_and_lossless_downloads(app, reference):
 
 
 def test_how_it_works_shows_every_stage_of_both_methods(app):
-    patch, whole = app.explain(str(SAMPLE), "DRIVE, patch method (original)", "DRIVE, whole image")
+    patch, whole, disc = app.explain(str(SAMPLE), "DRIVE, patch method (original)", "DRIVE, whole image")
     captions = [c for _, c in patch]
     assert len(patch) == 9 and captions[0].startswith("1. the colour") and "equalized" in captions[4]
     assert "9 overlapping 256x256 windows" in captions[3]
@@ -80,6 +80,10 @@ def test_how_it_works_shows_every_stage_of_both_methods(app):
     # the shipped pair reads gray and green: both planes are shown, side by side, and named
     assert whole[0][1].startswith("1. gray | green channels") and whole[0][0].shape == (584, 2 * 565)
     assert whole[1][0].shape == (584, 2 * 565) and whole[2][0].shape == (584, 565)
+    # how the optic disc was found: the maps at the working scale, then the disc and zones on the photograph
+    assert [c.split(".")[0] for _, c in disc] == ["1", "2", "3", "4", "5"]
+    assert "eye: left (OS)" in disc[4][1] and disc[4][0].shape == (584, 565, 3)
+    assert disc[3][0].ndim == 3 and (disc[3][0] == (255, 220, 0)).all(axis=2).any()  # the region is drawn
     # the last stage is the method's real result
     seg = Segmenter.from_file(REPO / "UNet_patch_equalized_patch_256_50.onnx")
     assert np.array_equal(patch[-1][0] > 0, seg.segment(read_image(SAMPLE))[1])
@@ -439,7 +443,8 @@ def test_in_a_browser_segment_download_and_how_it_works(server, reference, tmp_p
             page.locator("#explain").click()
             page.get_by_text("each window histogram-equalized").first.wait_for(timeout=60000)
             for caption in ("3. resized to 512x512", "6. each window segmented", "8. field of view",
-                            "2. CLAHE on the whole image", "5. cleared outside the field of view"):
+                            "2. CLAHE on the whole image", "5. cleared outside the field of view",
+                            "2. where the wide vessels converge", "5. the disc (radius"):
                 assert page.get_by_text(caption).count() >= 1, caption
             if shots:
                 page.screenshot(path=f"{shots}/app_how_it_works.png", full_page=True)
