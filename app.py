@@ -31,7 +31,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 from cli import UserError, bounded, run_main  # noqa: E402
 from imio import atomic_replace, is_image_file, read_image, read_mask, stem, write_csv, write_png, write_probability  # noqa: E402
 from inference import Segmenter, load_net  # noqa: E402
-from morphometry import COLUMNS as MEASURE_COLUMNS, measure_with_zones, overlays, readable  # noqa: E402
+from morphometry import COLUMNS as MEASURE_COLUMNS, draw_zones, measure_with_zones, overlays, readable  # noqa: E402
 from preprocess import estimate_fov, fov_diameter, resize  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -342,10 +342,7 @@ class App:
     @staticmethod
     def explain_disc(image, vessels, fov):
         """How the classical locator found the optic disc: its stages as (image, caption)."""
-        import cv2
-
         from disc import find_disc
-        from morphometry import ZONES
 
         t = {}
         d = find_disc(image, vessels, fov, locator="classical", trace=t)
@@ -361,12 +358,8 @@ class App:
         region = as_rgb(score // 2)
         if "region" in t:
             region[t["region"]] = (255, 220, 0)
-        out = as_rgb(image).copy()
-        if d["disc_found"]:
-            centre, r = (int(round(d["disc_x_px"])), int(round(d["disc_y_px"]))), d["disc_radius_px"]
-            thick = max(1, round(max(image.shape[:2]) / 400))
-            for k in sorted({1.0} | {v for pair in ZONES.values() for v in pair}):
-                cv2.circle(out, centre, int(round(k * r)), (255, 255, 255), thick, cv2.LINE_AA)
+        out = draw_zones(as_rgb(image), d, max(1, round(max(image.shape[:2]) / 400))) if d["disc_found"] else \
+            as_rgb(image)
         result = (f"5. the disc (radius {d['disc_radius_px']:.0f} px, confidence {d['disc_confidence']:.2f}) and the "
                   f"rings of zones B (2-3 radii) and C (2-5); {d['field']}, eye: {d['laterality']}"
                   if d["disc_found"] else f"5. no disc: {d['disc_note']}")
@@ -671,7 +664,8 @@ def build(app):
             disc_gallery = gr.Gallery(label="Finding the optic disc, stage by stage", columns=5, height=320,
                                       object_fit="contain", format="png", elem_id="disc_stages")
             def explain(photograph, patch_model, whole_model, request: gr.Request):
-                """Every stage of both methods on a photograph (default: the sample): two lists of (image, caption)."""
+                """Every stage of both methods and of finding the disc on a photograph (default: the sample): three
+                lists of (image, caption)."""
                 with notes.kept(request):
                     stages = app.explain(photograph or SAMPLES[0], patch_model, whole_model)
                 return (*stages, f"The stages on **{Path(photograph or SAMPLES[0]).name}**.")
@@ -733,20 +727,17 @@ def build(app):
             def table(rows):
                 return [[r.get(c, "") for c in BATCH_COLUMNS + SHOWN_MEASURES] for r in rows]
 
-            def run_batch(files, m, a):
-                for folder, rows, total in app.batch_steps(files, m, None, a):
-                    if len(rows) < total:  # the table grows as the photographs are done; no earlier batch's zip
-                        yield None, None, table(rows), f"{len(rows)} of {total} segmented ...", folder
-                z, c, rows = app.package(folder)
-                yield z, c, table(rows), batch_summary(rows, total), folder
-
-            def run_batch_kept(files, model, tta, request: gr.Request):
+            def run_batch(files, model, tta, request: gr.Request):
                 with notes.kept(request):
-                    yield from run_batch(files, model, tta)
+                    for folder, rows, total in app.batch_steps(files, model, None, tta):
+                        if len(rows) < total:  # the table grows as the photographs are done; no earlier batch's zip
+                            yield None, None, table(rows), f"{len(rows)} of {total} segmented ...", folder
+                    z, c, rows = app.package(folder)
+                yield z, c, table(rows), batch_summary(rows, total), folder
 
             step = b_go.click(lambda: (None, None, None, "Starting ..."), None, [b_zip, b_csv, b_table, b_status],
                               queue=False, api_name=False) \
-                .then(run_batch_kept, [b_files, b_model, b_tta], [b_zip, b_csv, b_table, b_status, b_folder],
+                .then(run_batch, [b_files, b_model, b_tta], [b_zip, b_csv, b_table, b_status, b_folder],
                       api_name="batch")
             def batch_failed(request: gr.Request):
                 return f"**Could not segment the batch:** {notes.pop(request)}"

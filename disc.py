@@ -69,7 +69,8 @@ def _z(img, inside):
     return (img - float(v.mean())) / sd if sd > 0 else np.zeros_like(img)
 
 
-def _not_found(note):
+def not_found(note):
+    """The COLUMNS of a photograph whose disc was not found, with the reason."""
     out = dict.fromkeys(COLUMNS)
     out.update(disc_found=False, laterality="unknown", field="unknown", disc_note=note)
     return out
@@ -107,7 +108,7 @@ def find_disc(image, vessels, fov, locator=None, trace=None):
     from preprocess import fov_diameter
 
     if not fov.any() or fov_diameter(fov) < 32:
-        return _not_found("no field of view found")
+        return not_found("no field of view found")
     locator = default_locator() if locator is None else locator
     if locator == "classical":
         return find_disc_classical(image, vessels, fov, trace)
@@ -152,7 +153,7 @@ class DiscNet:
         prob = self.seg.probability(image, fov)
         lab, n = ndi.label((prob >= self.seg.threshold) & fov)
         if n == 0:
-            return _not_found("no disc: the disc model finds no region above its threshold")
+            return not_found("no disc: the disc model finds no region above its threshold")
         mass = np.asarray(ndi.sum(prob, lab, index=np.arange(1, n + 1)))
         best = int(np.argmax(mass)) + 1
         region = lab == best
@@ -177,7 +178,7 @@ def find_disc_classical(image, vessels, fov, trace=None):
     v = rescale(vessels & fov, k)
     core = ndi.binary_erosion(f, iterations=max(1, int(0.02 * WORK_D)))
     if core.sum() < 100:
-        return _not_found("field of view too small")
+        return not_found("field of view too small")
     # brightness against its background, inside the FOV (the outside filled with the FOV's mean)
     fill = np.where(core, lum, float(lum[core].mean())).astype(np.float32)
     bright = _gauss(fill, 0.035 * WORK_D) - _gauss(fill, 0.15 * WORK_D)

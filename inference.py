@@ -360,13 +360,13 @@ def prediction_main(default_weights, doc, train_hint):
                 write_png(dst, mask)
                 if args.prob:
                     write_probability(dst.with_name(dst.stem + "_prob.png"), prob)
+                fov = estimate_fov(image) if args.disc or args.measure else None
+                disc = find_disc(image, mask, fov) if args.disc else None  # found once, for both
                 if args.disc:
-                    write_disc_json(out_dir / f"{dst.stem}_disc.json", dst.stem,
-                                    find_disc(image, mask, estimate_fov(image)))
+                    write_disc_json(out_dir / f"{dst.stem}_disc.json", dst.stem, disc)
                 if args.measure:
-                    measure_and_write(dst.stem, mask, out_dir, fov=estimate_fov(image),
-                                      fov_source="estimated from the photograph", photo=image,
-                                      um_per_px=args.um_per_px, fov_degrees=args.fov_degrees,
+                    measure_and_write(dst.stem, mask, out_dir, fov=fov, fov_source="estimated from the photograph",
+                                      photo=image, disc=disc, um_per_px=args.um_per_px, fov_degrees=args.fov_degrees,
                                       min_segment_px=args.min_segment, segments=args.segments, overlay=args.overlay)
             except OSError as exc:
                 raise UserError(f"cannot write {dst}: {exc.strerror or exc}") from None

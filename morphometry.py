@@ -63,6 +63,8 @@ import math
 
 import numpy as np
 
+from disc import COLUMNS as DISC_COLUMNS
+
 SMOOTH_WINDOW = 11
 CURVATURE_WINDOW = 21
 PROFILE_STEP = 0.5
@@ -87,8 +89,6 @@ MEASURES = COLUMNS[COLUMNS.index("vessel_area_density"):]
 # diameters beyond the margin)
 ZONES = {"zoneB": (2.0, 3.0), "zoneC": (2.0, 5.0)}
 MIN_ZONE_INSIDE = 0.5  # a zone less than half inside the FOV is not measured
-DISC_COLUMNS = ["disc_found", "disc_x_px", "disc_y_px", "disc_radius_px", "disc_confidence", "laterality", "field",
-                "disc_note"]  # as disc.COLUMNS
 COLUMNS = COLUMNS + DISC_COLUMNS + ["zone_note"] + [f"{z}_{m}" for z in ZONES for m in MEASURES]
 # what each measure is called in words, and its unit, for tables people read (the web page)
 LABELS = {
@@ -488,13 +488,10 @@ def measure_with_zones(mask, fov=None, photo=None, disc=None, **kw):
     row, segs, skel = measure_mask(mask, fov, **kw)
     fov = np.ones_like(mask) if fov is None or not np.asarray(fov).any() else np.asarray(fov, bool)
     if disc is None:
-        if photo is None or photo.shape[:2] != mask.shape:
-            disc = {"disc_found": False, "laterality": "unknown", "field": "unknown",
-                    "disc_note": "no photograph: the disc is found in the photograph (give --photos)"}
-        else:
-            from disc import find_disc
+        from disc import find_disc, not_found
 
-            disc = find_disc(photo, mask, fov)
+        disc = not_found("no photograph: the disc is found in the photograph (give --photos)") \
+            if photo is None or photo.shape[:2] != mask.shape else find_disc(photo, mask, fov)
     row.update({k: disc.get(k) for k in DISC_COLUMNS})
     notes = []
     if not disc.get("disc_found"):
@@ -720,6 +717,19 @@ def _colour_overlay(background, segments, values, lo, hi, thickness, label):
     return out
 
 
+def draw_zones(image, disc, thickness):
+    """A copy of ``image`` (uint8 RGB) with the found ``disc`` (a row with its columns) and the rings of
+    zones B and C drawn in white."""
+    import cv2
+
+    out = image.copy()
+    centre = (int(round(disc["disc_x_px"] * 4)), int(round(disc["disc_y_px"] * 4)))  # 2 fractional bits
+    for k in sorted({1.0} | {r for ring in ZONES.values() for r in ring}):
+        cv2.circle(out, centre, int(round(k * disc["disc_radius_px"] * 4)), (255, 255, 255), thickness, cv2.LINE_AA,
+                   shift=2)
+    return out
+
+
 def overlays(segments, mask, photo=None, disc=None):
     """(calibre overlay, tortuosity overlay) as uint8 RGB images over the photograph (or the mask, dimmed);
     with a found ``disc`` (a row with its columns), the disc and the rings of zones B and C drawn in white."""
@@ -737,13 +747,7 @@ def overlays(segments, mask, photo=None, disc=None):
         c, l = known[np.argsort(known[:, 0])].T
         hi = float(c[min(np.searchsorted(np.cumsum(l), 0.98 * l.sum()), len(c) - 1)])
     if disc is not None and disc.get("disc_found"):
-        import cv2
-
-        bg = bg.copy()
-        centre = (int(round(disc["disc_x_px"] * 4)), int(round(disc["disc_y_px"] * 4)))
-        for k in sorted({1.0} | {b for a, b in ZONES.values()} | {a for a, b in ZONES.values()}):
-            cv2.circle(bg, centre, int(round(k * disc["disc_radius_px"] * 4)), (255, 255, 255), thick, cv2.LINE_AA,
-                       shift=2)
+        bg = draw_zones(bg, disc, thick)
     by_calibre = _colour_overlay(bg, segments, cal, 0.0, hi, thick, "calibre px")
     df = [s.distance_factor if s.scored else None for s in segments]
     by_tortuosity = _colour_overlay(bg, segments, df, 1.0, 1.3, thick, "distance factor")
@@ -760,12 +764,12 @@ def image_files(folder, name):
 
 
 def measure_and_write(name, mask, folder, fov=None, fov_source=None, photo=None, um_per_px=None, fov_degrees=None,
-                      min_segment_px=None, segments=False, overlay=False):
+                      min_segment_px=None, segments=False, overlay=False, disc=None):
     """Measure one mask and write its JSON (always; atomically), and on request its segments CSV and
     overlays, into ``folder``; returns the row."""
     from imio import write_csv, write_png
 
-    row, segs, _ = measure_with_zones(mask, fov, photo=photo, um_per_px=um_per_px, fov_degrees=fov_degrees,
+    row, segs, _ = measure_with_zones(mask, fov, photo=photo, disc=disc, um_per_px=um_per_px, fov_degrees=fov_degrees,
                                       min_segment_px=min_segment_px, fov_source=fov_source)
     row["image"] = name
     paths = image_files(folder, name)

@@ -19,9 +19,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from disc import DiscNet, default_locator, find_disc  # noqa: E402
+from disc import DiscNet, default_locator, describe, find_disc  # noqa: E402
 from imio import read_image, read_mask  # noqa: E402
 from inference import Segmenter  # noqa: E402
+from prepare_data import read_label  # noqa: E402
 from preprocess import estimate_fov  # noqa: E402
 
 
@@ -37,9 +38,7 @@ def references(data):
                    float(r["centre_x"]), float(r["centre_y"]), float(r["radius"]))
     d = data / "DISC" / "DRIONS-DB"
     for p in sorted((d / "image").glob("image_*.jpg")):
-        label = read_image(d / "label" / p.name) >= 128
-        if label.ndim == 3:
-            label = label[..., 0]
+        label = read_label(d / "label" / p.name, None)  # as prepare_data.py --dataset DISC reads it
         ys, xs = np.nonzero(label)
         number = int(p.stem.split("_")[1])
         part = "DRIONS-DB 001-060" if number <= 60 else "DRIONS-DB 061-110 (held out)"
@@ -118,10 +117,9 @@ def main(argv=None):
         t0 = time.perf_counter()
         d = find_disc(image, vessels, fov, locator)
         times.append(time.perf_counter() - t0)
-        cols, rws = np.flatnonzero(fov.any(0)), np.flatnonzero(fov.any(1))
-        fx, fy, diam = (cols[0] + cols[-1]) / 2, (rws[0] + rws[-1]) / 2, cols[-1] - cols[0] + 1
-        # the side of the eye from the reference disc, for a macula-centred photograph (disc.py's rule)
-        side = None if np.hypot(x - fx, y - fy) <= 0.15 * diam else ("right (OD)" if x > fx else "left (OS)")
+        # the side of the eye from the reference disc, by disc.py's own rule (None: a disc-centred photograph)
+        side = describe(x, y, r, 1.0, fov)["laterality"]
+        side = None if side == "unknown" else side
         err = np.hypot(d["disc_x_px"] - x, d["disc_y_px"] - y) / r if d["disc_x_px"] is not None else np.inf
         ratio = d["disc_radius_px"] / r if d["disc_radius_px"] is not None else np.nan
         rows.append(dict(set=part, image=name, photo=str(photo), ref_x=x, ref_y=y, ref_r=r, x=d["disc_x_px"], y=d["disc_y_px"],
