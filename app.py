@@ -33,6 +33,7 @@ from imio import atomic_replace, is_image_file, read_image, read_mask, stem, wri
 from inference import Segmenter, load_net  # noqa: E402
 from morphometry import COLUMNS as MEASURE_COLUMNS, draw_zones, measure_with_zones, overlays, readable  # noqa: E402
 from preprocess import estimate_fov, fov_diameter, resize  # noqa: E402
+import topology  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 SHIPPED = {  # file stem -> the name shown in the page
@@ -148,6 +149,24 @@ def error_map(label, mask, fov):
     return out
 
 
+def centreline_map(label, mask, fov):
+    """The annotated vessels faint, the annotated centreline the model covers white, the pieces of it
+    the model misses blue, the model's centreline outside the annotation red (topology.error_pieces);
+    lines thickened for large photographs."""
+    missed, false = topology.error_pieces(mask, label, fov)
+    _, found = topology.centreline(label, fov)
+    out = np.zeros(label.shape + (3,), np.uint8)
+    out[fov] = (24, 24, 24)
+    out[label & fov] = (70, 70, 70)
+    k = max(1, round(max(label.shape) / 500))
+    grow = (lambda m: cv2.dilate(m.astype(np.uint8), np.ones((2 * k - 1, 2 * k - 1), np.uint8)) > 0) if k > 1 else \
+        (lambda m: m)
+    out[grow(found & ~missed)] = TP_RGB
+    out[grow(missed)] = FN_RGB
+    out[grow(false)] = FP_RGB
+    return out
+
+
 def mosaic(tiles, gap=6):
     """Square tiles side by side in a near-square grid (for the patch views)."""
     n = len(tiles)
@@ -201,7 +220,19 @@ METRIC_NAMES = {
     "specificity": ("specificity", "background pixels left as background"),
     "mcc": ("Matthews correlation", "correlation of found and annotated, -1 to 1: fair when vessels are few"),
     "iou": ("IoU (Jaccard)", "overlap / union of found and annotated vessel pixels"),
+    **{k: (topology.NAMES[k], topology.MEANINGS[k]) for k in topology.COLUMNS},
 }
+
+
+def metric_text(key, value):
+    """One Check-tab value as written: relative errors as signed percentages, counts whole."""
+    if value is None:
+        return "- (nothing to compare)"
+    if key in ("length_error", "branch_error", "end_error"):
+        return f"{value:+.1%}"
+    if key in ("betti0_error", "betti1_error"):
+        return f"{value:.0f}"
+    return f"{value:.4f}"
 
 
 def metrics_markdown(rows):
@@ -372,9 +403,10 @@ class App:
         ]
 
     def check(self, path, label_path, fov_path, model, threshold=None):
-        """-> metrics (dict), error map: the same code as evaluate.py, on one photograph."""
+        """-> metrics (dict: pixels and topology), error map, centreline map: the same code as
+        evaluate.py, on one photograph."""
         from dataset import Sample
-        from evaluate import ORDER, evaluate
+        from evaluate import ORDER, TOPOLOGY, evaluate
 
         image = read_upload(path)
         label = read_upload(label_path, "manual annotation (the vessel mask drawn for this photograph)", read_mask)
@@ -392,10 +424,10 @@ class App:
         thr = seg.threshold if threshold is None else threshold
         prob = seg.probability(image, fov)
         metrics, _, _ = evaluate([Sample(stem(path), image, label, fov)], [prob], thr)
-        rows = {k: f"{metrics[k]:.4f}" for k in ORDER}
+        rows = {k: metric_text(k, metrics[k]) for k in ORDER + TOPOLOGY}
         rows["threshold"] = f"{thr:.3f}"
         rows["FOV"] = "uploaded" if fov_path else "estimated from the photograph"
-        return rows, error_map(label, prob >= thr, fov)
+        return rows, error_map(label, prob >= thr, fov), centreline_map(label, prob >= thr, fov)
 
     def batch_steps(self, paths, model, threshold=None, tta=False):
         """Segment an upload photograph by photograph: yields (folder, rows so far, number of photographs)
@@ -690,17 +722,20 @@ def build(app):
                 c_metrics = gr.Markdown(elem_id="check_metrics")
                 c_map = gr.Image(label="white: found, red: false vessel, blue: missed, dark gray: inside the FOV, "
                                        "correctly left as background; black: outside the FOV", format="png")
+                c_topo = gr.Image(label="centreline: white: annotated and found, blue: annotated but missed, red: "
+                                        "the model's outside the annotation; gray: annotated vessels",
+                                  format="png", elem_id="check_centreline")
 
             def check(photograph, annotation, fov_mask=None, model=default, request: gr.Request = None):
                 """The benchmark metrics of one photograph against its manual annotation (inside the FOV: the
                 uploaded FOV mask, or the one found in the photograph), and the error map."""
                 with notes.kept(request):
-                    rows, errors = app.check(photograph, annotation, fov_mask, model)
-                return metrics_markdown(rows), errors, f"**{Path(photograph).name}** against its annotation."
+                    rows, errors, lines = app.check(photograph, annotation, fov_mask, model)
+                return metrics_markdown(rows), errors, lines, f"**{Path(photograph).name}** against its annotation."
 
-            step = c_go.click(lambda p: (None, None, f"Checking {Path(p).name if p else ''} ..."), c_photo,
-                              [c_metrics, c_map, c_status], queue=False, api_name=False) \
-                .then(check, [c_photo, c_label, c_fov, c_model], [c_metrics, c_map, c_status], api_name="check")
+            step = c_go.click(lambda p: (None, None, None, f"Checking {Path(p).name if p else ''} ..."), c_photo,
+                              [c_metrics, c_map, c_topo, c_status], queue=False, api_name=False) \
+                .then(check, [c_photo, c_label, c_fov, c_model], [c_metrics, c_map, c_topo, c_status], api_name="check")
             step.failure(failed("check"), c_photo, c_status, api_name=False)
         with gr.Tab("Batch"):
             gr.Markdown("Several photographs, or a zip of them: a zip of masks and 16-bit probability maps with "

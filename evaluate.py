@@ -12,6 +12,13 @@ AUC-PR, F1 (= Dice), accuracy, sensitivity, specificity, MCC, IoU. The binarisat
 the one stored in the weights (chosen on validation images from the training set); nothing is
 chosen on the test set. The second observer (DATASET/test/label2) is scored against the first
 as the human reference. Writes OUT/per_image.csv, OUT/summary.json, OUT/roc.png, OUT/pr.png.
+
+Beside the pixel metrics, the topology of the thresholded mask against the annotation
+(topology.py: clDice, centreline precision and recall, the relative errors of centreline length
+and of the numbers of branch and end points, Betti-0/1 errors; per image on the whole FOV, the
+summary pooled over the images), for the model and for the second observer alike.
+
+    python evaluate.py --split val --weights f0.pth      # the images f0.pth held out for validation
 """
 import argparse
 import json
@@ -26,8 +33,11 @@ from cli import UserError, add_dataset_args, bounded, run_main, writable_dir
 from dataset import load_sample, pair_files, split_dir
 from imio import atomic_replace, read_mask, read_probability, write_csv
 from metrics import all_metrics, binary_metrics, pooled
+import topology
 
 ORDER = ["auc_roc", "auc_pr", "f1", "accuracy", "sensitivity", "specificity", "mcc", "iou"]
+TOPOLOGY = topology.COLUMNS
+MODEL, HUMAN = "model", "second observer"
 
 
 def read_prob_map(folder, name, shape):
@@ -63,35 +73,80 @@ def save_curves(y, p, out, title, summary):
         plt.close(fig)
 
 
+def _round(v):
+    return None if v is None else round(float(v), 5)
+
+
+def topology_scores(samples, masks, rater):
+    """Per-image rows (image, rater, ``TOPOLOGY``) and the pooled topology of ``masks`` against the labels."""
+    counts = [topology.counts(m, s.label, s.fov) for s, m in zip(samples, masks)]
+    rows = [{"image": s.name, "rater": rater, **{k: _round(v) for k, v in topology.scores(c).items()}}
+            for s, c in zip(samples, counts)]
+    return rows, topology.pooled(counts)
+
+
 def evaluate(samples, probs, threshold):
-    """Pooled metrics plus one row per image."""
-    rows = []
+    """Pooled metrics (pixels and topology) plus one row per image."""
+    rows, masks = [], []
     for s, p in zip(samples, probs):
         m = all_metrics(s.label[s.fov], p[s.fov], threshold)
-        rows.append({"image": s.name, **{k: round(m[k], 5) for k in ORDER}})
+        rows.append({"image": s.name, "rater": MODEL, **{k: round(m[k], 5) for k in ORDER}})
+        masks.append(p >= threshold)
+    top_rows, top = topology_scores(samples, masks, MODEL)
+    rows = [{**r, **t} for r, t in zip(rows, top_rows)]
     y, p = pooled([(s.label, pr, s.fov) for s, pr in zip(samples, probs)])
-    return all_metrics(y, p, threshold), rows, (y, p)
+    return {**all_metrics(y, p, threshold), **top}, rows, (y, p)
 
 
 def human_reference(root, dataset, samples):
+    """The second observer (DATASET/test/label2) scored like a model: (pooled metrics, rows) or None."""
     folder = split_dir(root, dataset, "test") / "label2"
     if not folder.is_dir():
         return None
-    pairs = []
+    masks = []
     for s in samples:
         path = folder / f"{s.name}.png"
         if not path.is_file():
             return None
-        pairs.append((s.label, read_mask(path), s.fov))
-    y, pred = pooled(pairs)
-    return binary_metrics(y, pred)
+        masks.append(read_mask(path))
+    rows = []
+    for s, m in zip(samples, masks):
+        b = binary_metrics(s.label[s.fov], m[s.fov])
+        rows.append({"image": s.name, "rater": HUMAN, **{k: round(b[k], 5) for k in ORDER[2:]}})
+    top_rows, top = topology_scores(samples, masks, HUMAN)
+    y, pred = pooled([(s.label, m, s.fov) for s, m in zip(samples, masks)])
+    return {**binary_metrics(y, pred), **top}, [{**r, **t} for r, t in zip(rows, top_rows)]
+
+
+def validation_split(root, weights):
+    """The samples ``weights`` (a .pth written by train.py) held out for validation."""
+    from trainer import validation_samples
+    from unet import read_checkpoint
+
+    if not str(weights).endswith(".pth"):
+        raise UserError("--split val needs --weights NAME.pth (the checkpoint names its validation images)")
+    ck = read_checkpoint(weights)
+    if not ck["info"].get("val_images"):
+        raise UserError(f"{weights} held no images out for validation (trained with --val-count 0?)")
+    return validation_samples(root, ck["info"], ck["preprocess"])
+
+
+def table(title, rows, keys, fmt):
+    print(f"\n{title}")
+    print("| " + " | ".join(["row"] + keys) + " |")
+    print("|" + "---|" * (len(keys) + 1))
+    for name, values in rows:
+        print("| " + " | ".join([name] + [fmt(values.get(k)) for k in keys]) + " |")
 
 
 @run_main
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_dataset_args(p)
-    p.add_argument("--split", default="test", choices=["test", "train"], help="which split to score (default: %(default)s)")
+    p.add_argument("--split", default="test", choices=["test", "train", "val"],
+                   help="which split to score; val: the training images the weights held out for validation "
+                        "(named in the .pth), for choosing between models without touching the test set "
+                        "(default: %(default)s)")
     p.add_argument("--weights", default="UNet.pth",
                    help="weights to evaluate, .pth (PyTorch) or .onnx (ONNX Runtime) (default: %(default)s)")
     p.add_argument("--pred", default=None,
@@ -108,10 +163,14 @@ def main(argv=None):
     distributed.add_device_arg(p)
     args = p.parse_args(argv)
 
-    pairs = pair_files(split_dir(args.root, args.dataset, args.split), require_mask=True)
+    if args.split == "val":
+        if args.pred:
+            raise UserError("--split val scores --weights on the images they held out; --pred has none")
+        samples = validation_split(args.root, args.weights)
+    else:
+        samples = [load_sample(*t) for t in pair_files(split_dir(args.root, args.dataset, args.split), require_mask=True)]
     if args.limit:
-        pairs = pairs[: args.limit]
-    samples = [load_sample(*t) for t in pairs]
+        samples = samples[: args.limit]
     source = args.pred or args.weights
     out = writable_dir(args.out or Path("eval") / f"{args.dataset}_{Path(source.rstrip('/')).stem}")
     t0 = time.perf_counter()
@@ -144,23 +203,25 @@ def main(argv=None):
         probs = [by_index[i] for i in range(len(samples))]
     seconds = time.perf_counter() - t0
     summary, rows, (y, pp) = evaluate(samples, probs, threshold)
-    human = human_reference(args.root, args.dataset, samples) if args.split == "test" else None
+    human, human_rows = human_reference(args.root, args.dataset, samples) if args.split == "test" else None, []
+    if human:
+        human, human_rows = human
 
-
-    write_csv(out / "per_image.csv", rows, ["image"] + ORDER)
+    write_csv(out / "per_image.csv", rows + human_rows, ["image", "rater"] + ORDER + TOPOLOGY)
+    keep = ORDER + TOPOLOGY
     report = {"dataset": args.dataset, "split": args.split, "images": len(samples), "source": source,
               "method": method, "threshold": threshold, "tta": args.tta, "detail": detail, "seconds": round(seconds, 2),
-              "metrics": {k: round(summary[k], 4) for k in ORDER},
-              "second_observer": {k: round(v, 4) for k, v in human.items()} if human else None}
+              "metrics": {k: None if summary[k] is None else round(summary[k], 4) for k in keep},
+              "second_observer": {k: None if v is None else round(v, 4) for k, v in human.items()} if human else None,
+              "topology": topology.__doc__.split("\n\n")[1].replace("\n", " ")}
     atomic_replace(out / "summary.json", lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2)), suffix=".json")
     save_curves(y, pp, out, f"{args.dataset} {args.split}: {Path(source.rstrip('/')).stem}", summary)
 
     print(f"{args.dataset} {args.split}, {len(samples)} images, inside the FOV, pixels pooled; threshold {threshold:.3f}")
-    print("| " + " | ".join(["row"] + ORDER) + " |")
-    print("|" + "---|" * (len(ORDER) + 1))
-    print("| " + " | ".join([Path(source).stem] + [f"{summary[k]:.4f}" for k in ORDER]) + " |")
-    if human:
-        print("| " + " | ".join(["second observer", "-", "-"] + [f"{human[k]:.4f}" for k in ORDER[2:]]) + " |")
+    named = [(Path(source).stem, summary)] + ([(HUMAN, human)] if human else [])
+    table("pixels", named, ORDER, lambda v: "-" if v is None else f"{v:.4f}")
+    table("topology (per image on the whole FOV; counts pooled, Betti errors averaged over the images)", named, TOPOLOGY,
+          lambda v: "-" if v is None else f"{v:.4f}")
     print(f"wrote {out}/per_image.csv, summary.json, roc.png, pr.png")
 
 

@@ -65,6 +65,13 @@ def add_training_args(parser, *, epochs, batch_size, lr, val_every, out):
     parser.add_argument("--val-every", type=bounded(int, 1), default=val_every, help="validate every N epochs (default: %(default)s)")
     parser.add_argument("--dice-weight", type=bounded(float, 0), default=1.0,
                         help="weight of the soft-Dice term in the loss (cross-entropy weight 1; default: %(default)s)")
+    parser.add_argument("--cldice-weight", type=bounded(float, 0), default=0.0,
+                        help="weight of a soft-clDice term (a topology term on soft skeletons, Shit et al. 2021) "
+                             "added to the loss (0: off; default: %(default)s)")
+    parser.add_argument("--skeleton-weight", type=bounded(float, 0), default=0.0,
+                        help="weight of a skeleton-recall term (the share of the annotated centreline found, so thin "
+                             "vessels count as much as wide ones; Kirchhoff et al. 2024) added to the loss (0: off; "
+                             "default: %(default)s)")
     parser.add_argument("--stages", type=int, choices=[1, 2], default=1,
                         help="1: one U-Net; 2: two in sequence (W-Net), the loss on both (default: %(default)s)")
     parser.add_argument("--crop", type=bounded(int, 0, 4096), default=0,
@@ -347,11 +354,13 @@ def fit(args, images, labels, val_samples, preprocess, info, look=None, threshol
     dataset = VesselDataset(images, labels, augmentation(args.augment, args.crop, tuple(args.scale)), look)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(args.epochs, 1), eta_min=args.lr * 0.01)
-    loss_fn = CEDiceLoss(dice_weight=args.dice_weight)
+    loss_fn = CEDiceLoss(dice_weight=args.dice_weight, cldice_weight=args.cldice_weight,
+                         skeleton_weight=args.skeleton_weight)
     run_config = {k: getattr(args, k) for k in ("dataset", "epochs", "batch_size", "lr", "width", "depth",
                                                 "val_count", "val_every", "augment", "seed")}
     for key, default in (("dice_weight", 1.0), ("crop", 0), ("stages", 1), ("accumulate", 1), ("scale", [0.9, 1.1]),
-                         ("also", []), ("split_seed", args.seed), ("channel", "gray"), ("fold", 0), ("ema", 0.0)):
+                         ("also", []), ("split_seed", args.seed), ("channel", "gray"), ("fold", 0), ("ema", 0.0),
+                         ("cldice_weight", 0.0), ("skeleton_weight", 0.0)):
         if getattr(args, key, default) != default:  # recorded only when changed: older resume states stay valid
             run_config[key] = getattr(args, key)
     if world_size > 1:

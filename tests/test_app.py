@@ -106,16 +106,27 @@ def test_check_uses_evaluate_metrics(app, drive_src):
     photo = drive_src / "test" / "images" / "01_test.tif"
     label = drive_src / "test" / "1st_manual" / "01_manual1.gif"
     fov = drive_src / "test" / "mask" / "01_test_mask.gif"
-    rows, emap = app.check(str(photo), str(label), str(fov), "DRIVE, whole image")
+    rows, emap, lines = app.check(str(photo), str(label), str(fov), "DRIVE, whole image")
     seg = Segmenter.from_file(REPO / "UNet.onnx")
     img, lab, f = read_image(photo), read_mask(label), read_mask(fov)
-    expect, _, _ = evaluate([Sample("01", img, lab, f)], [seg.probability(img, f)], seg.threshold)
+    prob = seg.probability(img, f)
+    expect, _, _ = evaluate([Sample("01", img, lab, f)], [prob], seg.threshold)
     assert rows["f1"] == f"{expect['f1']:.4f}" and rows["auc_roc"] == f"{expect['auc_roc']:.4f}"
     assert float(rows["f1"]) > 0.75
     assert emap.shape == (584, 565, 3)
     assert (emap[~f] == 0).all()  # nothing outside the FOV
     assert {(255, 255, 255), (230, 40, 40), (40, 120, 255)} <= {tuple(c) for c in emap[f][::50]}
-    rows2, _ = app.check(str(photo), str(label), None, "DRIVE, whole image")
+    # topology, as evaluate.py computes it, and the centreline map: blue exactly where the annotated
+    # centreline is missed, red where the model's runs outside the annotation
+    assert rows["cldice"] == f"{expect['cldice']:.4f}" and rows["length_error"] == f"{expect['length_error']:+.1%}"
+    assert rows["betti0_error"] == f"{expect['betti0_error']:.0f}" and float(rows["cldice"]) > 0.7
+    from topology import error_pieces
+
+    missed, false = error_pieces(prob >= seg.threshold, lab, f)
+    blue, red = (lines == (40, 120, 255)).all(-1), (lines == (230, 40, 40)).all(-1)
+    assert np.array_equal(blue, missed & ~false) and np.array_equal(red, false) and missed.sum() > 100
+    assert (lines[~f] == 0).all() and (lines == 255).all(-1).sum() > 3 * missed.sum()
+    rows2, _, _ = app.check(str(photo), str(label), None, "DRIVE, whole image")
     assert rows2["FOV"].startswith("estimated") and abs(float(rows2["f1"]) - float(rows["f1"])) < 0.01
 
 
@@ -334,9 +345,10 @@ def test_api_parameters_have_names_and_the_fov_mask_is_optional(server, drive_sr
     assert params["/check"] == [("photograph", False), ("annotation", False), ("fov_mask", True), ("model", True)]
     photo = drive_src / "test" / "images" / "01_test.tif"
     label = drive_src / "test" / "1st_manual" / "01_manual1.gif"
-    table, _, status = client.predict(photograph=handle_file(str(photo)), annotation=handle_file(str(label)),
-                                      api_name="/check")  # no FOV mask: found in the photograph
+    table, _, lines, status = client.predict(photograph=handle_file(str(photo)), annotation=handle_file(str(label)),
+                                             api_name="/check")  # no FOV mask: found in the photograph
     assert "| Matthews correlation |" in table and "| F1 (Dice) | 0.8" in table and "01_test.tif" in status
+    assert "| clDice | 0.8" in table and "| centreline length error | -" in table and lines
 
 
 def test_upload_size_is_limited(server, tmp_path):

@@ -105,3 +105,54 @@ def test_loss_values_are_exact():
     # a bool target works (labels arrive as masks) and the default weights are 1 and 1
     assert CEDiceLoss()(logits, target).item() == pytest.approx((bce + expect_dice).item(), abs=1e-6)
     assert CEDiceLoss(0.5, 2.0)(logits, target).item() == pytest.approx((0.5 * bce + 2 * expect_dice).item(), abs=1e-6)
+
+
+def _bars(*specs, size=64):
+    """Horizontal bars (row, height) across a size x size map, as a (1, 1, H, W) float tensor."""
+    t = torch.zeros(1, 1, size, size)
+    for row, height in specs:
+        t[0, 0, row:row + height, 4:60] = 1
+    return t
+
+
+def test_soft_skeleton_is_the_middle_of_each_vessel_whatever_its_width():
+    from losses import soft_skeleton
+
+    target = _bars((10, 1), (30, 3), (45, 9))
+    skel = soft_skeleton(target)[0, 0]
+    assert set(skel[:, 32].nonzero().flatten().tolist()) == {10, 31, 49}  # one pixel across each bar, in its middle
+    assert float(skel.max()) == 1.0 and float(skel.min()) == 0.0
+    blank = torch.zeros(1, 1, 16, 16)
+    assert float(soft_skeleton(blank).sum()) == 0 and torch.isfinite(soft_skeleton(blank + 1)).all()  # no crash on either
+
+
+def test_cldice_and_skeleton_recall_see_a_missing_thin_vessel_that_dice_hardly_sees():
+    from losses import skeleton_recall_loss, soft_cldice_loss
+
+    target = _bars((10, 1), (30, 9))
+    no_thin = _bars((30, 9))
+    logits = lambda m: m * 40 - 20  # noqa: E731 (near-certain predictions)
+    assert soft_cldice_loss(logits(target), target).item() < 1e-3
+    assert skeleton_recall_loss(logits(target), target).item() < 1e-3
+    assert soft_dice_loss(logits(no_thin), target).item() < 0.06  # a tenth of the pixels
+    assert soft_cldice_loss(logits(no_thin), target).item() > 0.25  # half of the centreline
+    assert 0.45 < skeleton_recall_loss(logits(no_thin), target).item() < 0.6  # the thin bar's share of the centreline
+    # a false thin vessel: clDice (precision) sees it, skeleton recall (a recall) does not
+    assert soft_cldice_loss(logits(target), no_thin).item() > 0.25
+    assert skeleton_recall_loss(logits(target), no_thin).item() < 1e-3
+
+
+def test_topology_terms_add_to_the_loss_with_their_weights_and_carry_a_gradient():
+    from losses import skeleton_recall_loss, soft_cldice_loss
+
+    target = _bars((10, 1), (30, 5)).repeat(2, 1, 1, 1)
+    logits = torch.randn(2, 1, 64, 64, requires_grad=True)
+    base = CEDiceLoss()(logits, target)
+    both = CEDiceLoss(cldice_weight=0.5, skeleton_weight=2.0)(logits, target)
+    expect = base + 0.5 * soft_cldice_loss(logits, target) + 2.0 * skeleton_recall_loss(logits, target)
+    assert both.item() == pytest.approx(expect.item(), abs=1e-6) and both.item() > base.item()
+    both.backward()
+    g = logits.grad.clone()
+    logits.grad = None
+    base.backward()
+    assert (g - logits.grad).abs().sum() > 0  # the terms move the weights

@@ -1,4 +1,5 @@
 """End-to-end runs of every script, in order, on a few real DRIVE images (tiny model, 1 epoch)."""
+import csv
 import json
 import os
 import shutil
@@ -93,6 +94,24 @@ def test_whole_pipeline_on_real_drive_images(drive_src, tmp_path, monkeypatch, c
     assert summary["second_observer"]["f1"] > 0.7  # the human reference row is really computed
     for f in ("per_image.csv", "roc.png", "pr.png"):
         assert (work / "eval" / "DRIVE_UNet" / f).is_file()
+    # topology beside the pixels, for the model and the second observer, per image and pooled
+    assert 0 <= summary["metrics"]["cldice"] <= 1 and 0.6 < summary["second_observer"]["cldice"] < 1
+    assert -0.5 < summary["second_observer"]["length_error"] < 0.5
+    with open(work / "eval" / "DRIVE_UNet" / "per_image.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["image"], r["rater"]) for r in rows] == [(n, rater) for rater in ("model", "second observer")
+                                                        for n in ("01_testing", "02_testing")]
+    assert all(float(r["cl_recall"]) > 0.5 for r in rows if r["rater"] == "second observer")
+    assert rows[2]["auc_roc"] == "" and float(rows[2]["f1"]) > 0.7
+
+    # --split val: the image the weights held out, named in the .pth, and nothing else
+    from unet import read_checkpoint
+
+    held = read_checkpoint(work / "UNet.pth")["info"]["val_images"]
+    evaluate.main(["--weights", "UNet.pth", "--split", "val", "--out", "eval/val"])
+    val = json.loads((work / "eval" / "val" / "summary.json").read_text())
+    assert val["split"] == "val" and val["images"] == 1 and val["second_observer"] is None
+    assert (work / "eval" / "val" / "per_image.csv").read_text().splitlines()[1].startswith(held[0] + ",model,")
 
     # --pred scores maps made elsewhere with the same code: the patch maps just written
     evaluate.main(["--pred", "out", "--out", "eval/ext"])

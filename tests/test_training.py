@@ -273,3 +273,19 @@ def test_ema_keeps_the_moving_average_of_every_step_and_leaves_the_training_itse
     assert all(torch.equal(saved["state_dict"][k], v) for k, v in average_of(state).items())
     assert not any(torch.allclose(v, state["model"][k]) for k, v in saved["state_dict"].items()
                    if k.endswith("running_var"))  # validated with its own statistics, not the trained network's
+
+
+def test_topology_loss_terms_train_and_are_recorded_in_the_weights(tiny_dataset, tmp_path):
+    import torch
+
+    import train
+    from unet import read_checkpoint
+
+    common = ["--root", str(tiny_dataset), "--epochs", "1", *TINY[2:]]
+    train.main([*common, "--out", str(tmp_path / "plain.pth")])
+    train.main([*common, "--cldice-weight", "0.5", "--skeleton-weight", "1", "--out", str(tmp_path / "topo.pth")])
+    info = read_checkpoint(tmp_path / "topo.pth")["info"]
+    assert info["cldice_weight"] == 0.5 and info["skeleton_weight"] == 1.0
+    assert "cldice_weight" not in read_checkpoint(tmp_path / "plain.pth")["info"]  # older weights stay comparable
+    a, b = (read_checkpoint(tmp_path / n)["state_dict"] for n in ("plain.pth", "topo.pth"))
+    assert any(not torch.equal(a[k], b[k]) for k in a)  # same seed, another loss: other weights
