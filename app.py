@@ -423,11 +423,12 @@ class App:
             fov = estimate_fov(image)  # as the Segmenter does
         thr = seg.threshold if threshold is None else threshold
         prob = seg.probability(image, fov)
-        metrics, _, _ = evaluate([Sample(stem(path), image, label, fov)], [prob], thr)
+        metrics, _, _ = evaluate([Sample(stem(path), image, label, fov)], [prob], thr, seg.bridge, seg.min_fragment)
         rows = {k: metric_text(k, metrics[k]) for k in ORDER + TOPOLOGY}
         rows["threshold"] = f"{thr:.3f}"
         rows["FOV"] = "uploaded" if fov_path else "estimated from the photograph"
-        return rows, error_map(label, prob >= thr, fov), centreline_map(label, prob >= thr, fov)
+        mask = seg.mask(prob, fov, thr)
+        return rows, error_map(label, mask, fov), centreline_map(label, mask, fov)
 
     def batch_steps(self, paths, model, threshold=None, tta=False):
         """Segment an upload photograph by photograph: yields (folder, rows so far, number of photographs)

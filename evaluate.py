@@ -33,6 +33,8 @@ from cli import UserError, add_dataset_args, bounded, run_main, writable_dir
 from dataset import load_sample, pair_files, split_dir
 from imio import atomic_replace, read_mask, read_probability, write_csv
 from metrics import all_metrics, binary_metrics, pooled
+from postprocess import add_postprocess_args, vessel_mask
+from preprocess import fov_diameter
 import topology
 
 ORDER = ["auc_roc", "auc_pr", "f1", "accuracy", "sensitivity", "specificity", "mcc", "iou"]
@@ -85,17 +87,21 @@ def topology_scores(samples, masks, rater):
     return rows, topology.pooled(counts)
 
 
-def evaluate(samples, probs, threshold):
-    """Pooled metrics (pixels and topology) plus one row per image."""
+def evaluate(samples, probs, threshold, bridge=False, min_fragment=0):
+    """Pooled metrics (pixels and topology) plus one row per image. The AUCs score the maps; the
+    other metrics the masks ``postprocess.vessel_mask`` makes of them (``threshold``; gaps bridged,
+    specks removed when asked), as predict.py writes them."""
     rows, masks = [], []
     for s, p in zip(samples, probs):
-        m = all_metrics(s.label[s.fov], p[s.fov], threshold)
+        mask = vessel_mask(p, threshold, fov_diameter(s.fov), bridge, min_fragment)
+        m = all_metrics(s.label[s.fov], p[s.fov], threshold, mask[s.fov])
         rows.append({"image": s.name, "rater": MODEL, **{k: round(m[k], 5) for k in ORDER}})
-        masks.append(p >= threshold)
+        masks.append(mask)
     top_rows, top = topology_scores(samples, masks, MODEL)
     rows = [{**r, **t} for r, t in zip(rows, top_rows)]
     y, p = pooled([(s.label, pr, s.fov) for s, pr in zip(samples, probs)])
-    return {**all_metrics(y, p, threshold), **top}, rows, (y, p)
+    _, pred = pooled([(s.label, m, s.fov) for s, m in zip(samples, masks)])
+    return {**all_metrics(y, p, threshold, pred), **top}, rows, (y, p)
 
 
 def human_reference(root, dataset, samples):
@@ -154,6 +160,7 @@ def main(argv=None):
                         "(16-bit PNG: 0-65535 = 0-1, as predict.py --prob writes; 8-bit: 0-255 = 0-1)")
     p.add_argument("--threshold", type=bounded(float, 0, 1, lo_open=True, hi_open=True), default=None,
                    help="threshold, 0 < T < 1 (default: the one stored in the weights; 0.5 with --pred)")
+    add_postprocess_args(p)
     p.add_argument("--tta", action="store_true", help="test-time flip augmentation")
     p.add_argument("--detail", type=bounded(float, 1, 4), default=None,
                    help="working scale for photographs larger than the training scale (see predict.py --help; "
@@ -202,7 +209,7 @@ def main(argv=None):
         by_index = dict(item for chunk in parts for item in chunk)
         probs = [by_index[i] for i in range(len(samples))]
     seconds = time.perf_counter() - t0
-    summary, rows, (y, pp) = evaluate(samples, probs, threshold)
+    summary, rows, (y, pp) = evaluate(samples, probs, threshold, args.bridge, args.min_fragment)
     human, human_rows = human_reference(args.root, args.dataset, samples) if args.split == "test" else None, []
     if human:
         human, human_rows = human
@@ -210,14 +217,17 @@ def main(argv=None):
     write_csv(out / "per_image.csv", rows + human_rows, ["image", "rater"] + ORDER + TOPOLOGY)
     keep = ORDER + TOPOLOGY
     report = {"dataset": args.dataset, "split": args.split, "images": len(samples), "source": source,
-              "method": method, "threshold": threshold, "tta": args.tta, "detail": detail, "seconds": round(seconds, 2),
+              "method": method, "threshold": threshold, "bridge": args.bridge, "min_fragment": args.min_fragment, "tta": args.tta, "detail": detail, "seconds": round(seconds, 2),
               "metrics": {k: None if summary[k] is None else round(summary[k], 4) for k in keep},
               "second_observer": {k: None if v is None else round(v, 4) for k, v in human.items()} if human else None,
               "topology": topology.__doc__.split("\n\n")[1].replace("\n", " ")}
     atomic_replace(out / "summary.json", lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2)), suffix=".json")
     save_curves(y, pp, out, f"{args.dataset} {args.split}: {Path(source.rstrip('/')).stem}", summary)
 
-    print(f"{args.dataset} {args.split}, {len(samples)} images, inside the FOV, pixels pooled; threshold {threshold:.3f}")
+    tidy = "".join([", gaps bridged" if args.bridge else "",
+                    f", specks up to {args.min_fragment} px (at DRIVE's scale) removed" if args.min_fragment else ""])
+    print(f"{args.dataset} {args.split}, {len(samples)} images, inside the FOV, pixels pooled; threshold {threshold:.3f}"
+          f"{tidy}")
     named = [(Path(source).stem, summary)] + ([(HUMAN, human)] if human else [])
     table("pixels", named, ORDER, lambda v: "-" if v is None else f"{v:.4f}")
     table("topology (per image on the whole FOV; counts pooled, Betti errors averaged over the images)", named, TOPOLOGY,

@@ -26,6 +26,7 @@ import numpy as np
 
 from allocator import tune_malloc
 from cli import UserError
+from postprocess import vessel_mask
 from preprocess import (as_image, enhance, equalize, estimate_fov, fov_diameter, reads_colour, rescale, resize,
                         to_channels)
 
@@ -168,7 +169,8 @@ class Segmenter:
     is wrapped (training validates through here with the model being trained).
     """
 
-    def __init__(self, net, preprocess, threshold=0.5, tile=1024, rescale=True, flip=False, detail=None):
+    def __init__(self, net, preprocess, threshold=0.5, tile=1024, rescale=True, flip=False, detail=None,
+                 bridge=False, min_fragment=0):
         tune_malloc()
         if not hasattr(net, "backend"):
             from unet import TorchNet
@@ -181,6 +183,9 @@ class Segmenter:
         # a photograph whose FOV is larger than the training scale is segmented at up to `detail`
         # times that scale (more of its thin vessels kept); 1: always at the training scale
         self.detail = float(self.pre.get("detail", 1.0) if detail is None else detail)
+        # the mask's gaps bridged along the map, and its specks of up to min_fragment px (at DRIVE's
+        # scale) removed (postprocess.py; both off by default)
+        self.bridge, self.min_fragment = bool(bridge), int(min_fragment)
 
     @property
     def needs_colour(self):
@@ -245,8 +250,17 @@ class Segmenter:
 
     def segment(self, image, fov=None, threshold=None, trace=None):
         """(probability map, boolean vessel mask) for one image; ``threshold`` overrides the stored one."""
+        image = as_image(image)
+        if fov is None:
+            fov = estimate_fov(image)
         prob = self.probability(image, fov, trace)
-        return prob, prob >= (self.threshold if threshold is None else threshold)
+        return prob, self.mask(prob, fov, threshold)
+
+    def mask(self, prob, fov, threshold=None):
+        """The vessel mask of a map: ``postprocess.vessel_mask`` at the stored threshold (or
+        ``threshold``), with this Segmenter's bridging and speck removal."""
+        return vessel_mask(prob, self.threshold if threshold is None else threshold, fov_diameter(np.asarray(fov, bool)),
+                           self.bridge, self.min_fragment)
 
 
 def prediction_main(default_weights, doc, train_hint):
@@ -266,6 +280,7 @@ def prediction_main(default_weights, doc, train_hint):
     from cli import bounded, run_main, warn, writable_dir
     from disc import COLUMNS as DISC_COLUMNS, find_disc, read_disc_json, write_disc_json
     from imio import is_image_file, list_images, read_image, stem, write_csv, write_png, write_probability
+    from postprocess import add_postprocess_args
     from morphometry import (add_scale_args, failed_row, image_files, measure_and_write, read_json, write_json,
                              write_table)
 
@@ -282,6 +297,7 @@ def prediction_main(default_weights, doc, train_hint):
                        help="also write NAME_prob.png, the probability map as a 16-bit PNG (0-65535 = 0-1)")
         p.add_argument("--threshold", type=bounded(float, 0, 1, lo_open=True, hi_open=True), default=None,
                        help="override the threshold stored in the weights (chosen on validation images), 0 < T < 1")
+        add_postprocess_args(p)
         p.add_argument("--tta", action="store_true", help="average with a horizontally flipped pass (slower)")
         p.add_argument("--no-rescale", action="store_true",
                        help="do not rescale images whose field of view differs from the training scale")
@@ -321,7 +337,8 @@ def prediction_main(default_weights, doc, train_hint):
             raise UserError(f"{jobs[0][0]} not found: put the image to segment there, or pass --input FILE_OR_DIR")
         writable_dir(out_dir)
         seg = Segmenter.from_file(args.weights, hint=train_hint, device=args.device, rescale=not args.no_rescale,
-                                  flip=args.tta, detail=args.detail)
+                                  flip=args.tta, detail=args.detail, bridge=args.bridge,
+                                  min_fragment=args.min_fragment)
         if args.threshold is not None:
             seg.threshold = args.threshold
 

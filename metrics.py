@@ -38,8 +38,9 @@ def binary_metrics(y, pred):
     }
 
 
-def all_metrics(y, p, threshold):
-    """AUC-ROC, AUC-PR (average precision) and the binary metrics at ``threshold``."""
+def all_metrics(y, p, threshold, pred=None):
+    """AUC-ROC, AUC-PR (average precision) of the scores ``p`` and the binary metrics of ``pred``
+    (default: ``p >= threshold``; e.g. a mask with its fragments removed, postprocess.py)."""
     out = {"auc_roc": float(roc_auc_score(y, p)), "auc_pr": float(average_precision_score(y, p))}
-    out.update(binary_metrics(y, p >= threshold))
+    out.update(binary_metrics(y, p >= threshold if pred is None else pred))
     return out

@@ -374,10 +374,14 @@ def measure_mask(mask, fov=None, um_per_px=None, fov_degrees=None, min_segment_p
         return segments, out
 
     skel = skeletonize(vessel)
+    # a centreline pixel with no neighbour (a dot of a vessel) has no length and no direction: skan's
+    # graph has no edge for it (and fails on a skeleton of dots alone)
+    skel &= ndi.convolve(skel.astype(np.uint8), np.ones((3, 3), np.uint8), mode="constant") > 1
     if area == 0 or not skel.any():
         row.update(centreline_length_px=0.0, length_density_per_px=0.0, n_end_points=0, n_branch_points=0,
                    n_segments=0, n_segments_scored=0, status="empty")
-        notes.append("no vessel pixels inside the FOV: nothing else to measure")
+        notes.append("no vessel pixels inside the FOV: nothing else to measure" if area == 0 else
+                     "only isolated dots inside the FOV, no centreline longer than a pixel: nothing else to measure")
         return (_finish(row, notes, um_per_px), *uncrop([], skel))
 
     edt = ndi.distance_transform_edt(vessel)

@@ -386,3 +386,16 @@ def test_zones_outside_the_fov_without_a_disc_or_a_photograph_are_empty_with_the
     lost = {"disc_found": False, "laterality": "unknown", "field": "unknown", "disc_note": "no clear disc"}
     row, _, _ = M.measure_with_zones(mask, None, disc=lost)
     assert "zones not measured: no disc (no clear disc)" in row["zone_note"] and row["fd_mask"] is not None
+
+
+def _dots():
+    m = np.zeros((7, 40), bool)
+    m[3, ::3] = True  # dots two pixels apart: not 8-connected
+    return m
+
+
+@pytest.mark.parametrize("mask", [np.array([[False, True]]), np.pad(np.ones((1, 1), bool), 3), _dots()])
+def test_isolated_dots_are_measured_as_area_without_a_centreline(mask):
+    row, segments, skel = M.measure_mask(mask)
+    assert row["status"] == "empty" and "isolated dots" in row["note"] and not skel.any() and segments == []
+    assert row["vessel_area_density"] == pytest.approx(mask.mean()) and row["centreline_length_px"] == 0

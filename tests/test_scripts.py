@@ -163,6 +163,54 @@ def test_prepare_fives_both_layouts(tmp_path, monkeypatch):
         prepare_data.fives_items(mini)
 
 
+def test_prepare_lesav_makes_vessel_labels_of_artery_vein_labels(tmp_path, monkeypatch):
+    """LES-AV's layout: every labelled pixel (artery 1, vein 2, uncertain 3) is vessel; the official
+    FOV masks; a label with another value is refused in one line."""
+    import prepare_data
+    from cli import UserError
+    from conftest import disc_image
+    from imio import write_png
+
+    src = tmp_path / "release" / "LES-AV"
+    for split, n in (("training", "1"), ("test", "2")):
+        img, label, fov = disc_image(90, 100, 40, seed=int(n))
+        av = np.zeros(label.shape, np.uint8)
+        av[label] = 1
+        av[:, :50][label[:, :50]] = 2
+        av[45, 30] = 3
+        write_png(src / split / "images" / f"{n}.png", img)
+        write_png(src / split / "1st_manual" / f"{n}.png", av)
+        write_png(src / split / "mask" / f"{n}_mask.gif".replace(".gif", ".png"), fov)
+        (src / split / "mask" / f"{n}_mask.png").rename(src / split / "mask" / f"{n}_mask.gif")
+    monkeypatch.chdir(tmp_path)
+    prepare_data.main(["--dataset", "LES-AV", "--source", str(src)])
+    lab = read_image(tmp_path / "LES-AV" / "test" / "label" / "2.png") > 0
+    assert np.array_equal(lab, disc_image(90, 100, 40, seed=2)[1])  # arteries, veins and uncertain alike
+    assert (tmp_path / "LES-AV" / "train" / "mask" / "1.png").is_file()
+    bad = read_image(src / "test" / "1st_manual" / "2.png").copy()
+    bad[0, 0] = 255  # a 0/255 vessel mask is not an A/V label
+    write_png(src / "test" / "1st_manual" / "2.png", bad)
+    with pytest.raises(UserError, match=r"2.png: not an artery/vein label .* found \[255\]"):
+        prepare_data.read_av_vessels(src / "test" / "1st_manual" / "2.png")
+    with pytest.raises(SystemExit):  # the script: that one line, and the prepared folder left as it was
+        prepare_data.main(["--dataset", "LES-AV", "--source", str(src)])
+    assert np.array_equal(read_image(tmp_path / "LES-AV" / "test" / "label" / "2.png") > 0, lab)
+
+
+@pytest.mark.parametrize("dataset,check", [("LES-AV", "AV/LES-AV")])
+def test_prepare_real_lesav(dataset, check, tmp_path, monkeypatch):
+    import prepare_data
+    from conftest import need
+
+    src = need(check)
+    monkeypatch.chdir(tmp_path)
+    prepare_data.main(["--dataset", dataset, "--source", str(src)])
+    labels = sorted((tmp_path / dataset / "test" / "label").iterdir())
+    assert len(labels) == 11 and len(list((tmp_path / dataset / "train" / "label").iterdir())) == 11
+    lab = read_image(labels[0]) > 0
+    assert lab.shape == (1444, 1620) and 0.04 < lab.mean() < 0.15
+
+
 def test_user_errors_are_one_line_without_traceback(tmp_path):
     r = run("predict.py", "--weights", "missing.pth", "--input", str(REPO / "predict" / "img.png"), cwd=tmp_path)
     assert r.returncode == 2 and "Traceback" not in r.stderr
