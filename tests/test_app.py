@@ -67,7 +67,12 @@ def test_segment_gives_predict_py_mask_and_lossless_downloads(app, reference):
     stored = app.models.threshold("DRIVE, whole image")
     low = app.segment(str(SAMPLE), "DRIVE, whole image", threshold=stored / 2)[1]
     assert (low > 0).sum() > (mask > 0).sum()
-    assert info["threshold"] == f"{stored:.3f}"
+    assert info["threshold"] == f"{stored:.3f}" and info["gaps bridged along the map"] == "no"
+    # bridging: predict.py --bridge's mask, and said so
+    _, bridged, _, info_b, _, _ = app.segment(str(SAMPLE), "DRIVE, whole image", bridge=True)
+    expect = Segmenter.from_file(REPO / "UNet.onnx", bridge=True).segment(read_image(SAMPLE))[1]
+    assert np.array_equal(bridged > 0, expect) and (bridged > 0).sum() > (mask > 0).sum()
+    assert info_b["gaps bridged along the map"] == "yes"
 
 
 def test_how_it_works_shows_every_stage_of_both_methods(app):
@@ -341,7 +346,8 @@ def test_api_parameters_have_names_and_the_fov_mask_is_optional(server, drive_sr
     api = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
     params = {name: [(p["parameter_name"], p["parameter_has_default"]) for p in ep["parameters"]]
               for name, ep in api.items()}
-    assert params["/segment"] == [("photograph", False), ("model", True), ("threshold", True), ("tta", True)]
+    assert params["/segment"] == [("photograph", False), ("model", True), ("threshold", True), ("tta", True),
+                                  ("bridge", True)]
     assert params["/check"] == [("photograph", False), ("annotation", False), ("fov_mask", True), ("model", True)]
     photo = drive_src / "test" / "images" / "01_test.tif"
     label = drive_src / "test" / "1st_manual" / "01_manual1.gif"
