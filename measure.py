@@ -25,6 +25,7 @@ import numpy as np
 import distributed
 from cli import UserError, bounded, run_main, warn, writable_dir
 from imio import is_image_file, list_images, read_image, stem
+from postprocess import add_postprocess_args
 
 DEFAULT_MASK = Path("result/res.png")
 DEFAULT_PHOTO = Path("predict/img.png")
@@ -57,6 +58,7 @@ def get_args(argv=None):
     g.add_argument("--no-rescale", action="store_true", help="do not rescale photographs by their FOV")
     g.add_argument("--detail", type=bounded(float, 1, MAX_UPSCALE), default=None,
                    help="segment large photographs at up to DETAIL times the training scale")
+    add_postprocess_args(g)
     distributed.add_device_arg(g)
     return p.parse_args(argv)
 
@@ -117,7 +119,8 @@ def _segmenter(opts):
 
         try:
             _SEGMENTER = Segmenter.from_file(opts["weights"], device=opts["device"], rescale=not opts["no_rescale"],
-                                             flip=opts["tta"], detail=opts["detail"])
+                                             flip=opts["tta"], detail=opts["detail"], bridge=opts["bridge"],
+                                             min_fragment=opts["min_fragment"])
         except UserError as exc:
             raise ModelError(str(exc)) from None
         if opts["threshold"] is not None:

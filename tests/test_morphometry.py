@@ -399,3 +399,15 @@ def test_isolated_dots_are_measured_as_area_without_a_centreline(mask):
     row, segments, skel = M.measure_mask(mask)
     assert row["status"] == "empty" and "isolated dots" in row["note"] and not skel.any() and segments == []
     assert row["vessel_area_density"] == pytest.approx(mask.mean()) and row["centreline_length_px"] == 0
+
+
+def test_measure_segments_photographs_with_predicts_postprocessing_options(monkeypatch):
+    import measure
+
+    monkeypatch.setattr(measure, "_SEGMENTER", None)
+    args = vars(measure.get_args(["--input", "x", "--bridge", "--min-fragment", "20"]))
+    seg = measure._segmenter(dict(args, weights=str(REPO / "UNet.onnx")))
+    assert seg.bridge is True and seg.min_fragment == 20
+    monkeypatch.setattr(measure, "_SEGMENTER", None)
+    seg = measure._segmenter(dict(vars(measure.get_args(["--input", "x"])), weights=str(REPO / "UNet.onnx")))
+    assert seg.bridge is False and seg.min_fragment == 0
