@@ -238,9 +238,10 @@ def metric_text(key, value):
 def metrics_markdown(rows):
     """The Check tab's metrics as a table: the name written out, the value, what it means."""
     lines = ["| metric | value | what it measures |", "|---|---|---|"]
+    cell = lambda text: str(text).replace("|", "\\|")  # noqa: E731 (a "|" would end the cell)
     for k, v in rows.items():
         name, what = METRIC_NAMES.get(k, (k, ""))
-        lines.append(f"| {name} | {v} | {what} |")
+        lines.append(f"| {cell(name)} | {cell(v)} | {cell(what)} |")
     return "\n".join(lines)
 
 
@@ -715,17 +716,18 @@ def build(app):
             gr.Markdown("A photograph, its manual vessel mask and optionally its field-of-view mask: the "
                         "benchmark metrics (inside the FOV, as `evaluate.py`) and where the model disagrees.")
             with gr.Row():
-                c_photo = gr.File(label="Photograph", type="filepath")
-                c_label = gr.File(label="Manual vessel annotation", type="filepath")
-                c_fov = gr.File(label="FOV mask (optional)", type="filepath")
+                c_photo = gr.File(label="Photograph", type="filepath", elem_id="check_photo")
+                c_label = gr.File(label="Manual vessel annotation", type="filepath", elem_id="check_label")
+                c_fov = gr.File(label="FOV mask (optional)", type="filepath", elem_id="check_fov")
             with gr.Row():
                 c_model = gr.Dropdown(names, value=default, label="Model")
-                c_go = gr.Button("Compare", variant="primary")
+                c_go = gr.Button("Compare", variant="primary", elem_id="check_go")
             c_status = gr.Markdown(elem_id="check_status")
             with gr.Row():
                 c_metrics = gr.Markdown(elem_id="check_metrics")
                 c_map = gr.Image(label="white: found, red: false vessel, blue: missed, dark gray: inside the FOV, "
-                                       "correctly left as background; black: outside the FOV", format="png")
+                                       "correctly left as background; black: outside the FOV", format="png",
+                                 elem_id="check_errors")
                 c_topo = gr.Image(label="centreline: white: annotated and found, blue: annotated but missed, red: "
                                         "the model's outside the annotation; gray: annotated vessels",
                                   format="png", elem_id="check_centreline")

@@ -45,8 +45,8 @@ MEANINGS = {
     "length_error": "(predicted - annotated) / annotated centreline length",
     "branch_error": "(predicted - annotated) / annotated number of branch points",
     "end_error": "(predicted - annotated) / annotated number of end points",
-    "betti0_error": "|predicted - annotated| number of separate pieces, mean per image",
-    "betti1_error": "|predicted - annotated| number of loops, mean per image",
+    "betti0_error": "absolute difference in the number of separate pieces (a test set: mean per image)",
+    "betti1_error": "absolute difference in the number of loops (a test set: mean per image)",
 }
 
 

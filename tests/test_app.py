@@ -466,7 +466,39 @@ def test_in_a_browser_segment_download_and_how_it_works(server, reference, tmp_p
                 assert page.get_by_text(caption).count() >= 1, caption
             if shots:
                 page.screenshot(path=f"{shots}/app_how_it_works.png", full_page=True)
-                page.get_by_role("tab", name="Check against an annotation").click()
+        finally:
+            browser.close()
+
+
+def test_in_a_browser_check_shows_pixels_topology_and_the_centreline_map(server, drive_src):
+    """Check tab: a DRIVE photograph with its annotation and FOV mask gives the metric table with the
+    topology rows, the error map and the centreline map, in the page."""
+    from playwright.sync_api import sync_playwright
+
+    url, _ = server
+    shots = os.environ.get("APP_SCREENSHOTS")
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium(), args=["--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(url)
+            page.locator("#segment").wait_for()
+            page.get_by_role("tab", name="Check against an annotation").click()
+            page.locator("#check_go").wait_for()  # the tab is shown before anything is dropped on it
+            page.wait_for_timeout(500)
+            upload(page, "#check_photo", drive_src / "test" / "images" / "01_test.tif")
+            upload(page, "#check_label", drive_src / "test" / "1st_manual" / "01_manual1.gif")
+            upload(page, "#check_fov", drive_src / "test" / "mask" / "01_test_mask.gif")
+            page.locator("#check_go").click()
+            table = page.locator("#check_metrics")
+            table.get_by_text("centreline length error").wait_for(timeout=90000)
+            for name in ("F1 (Dice)", "clDice", "centreline recall", "Betti-0 error (components)"):
+                assert table.get_by_text(name, exact=True).count() == 1, name
+            # every row has its meaning in the third column (a "|" in a meaning would break the table)
+            assert table.get_by_text("absolute difference in the number of loops", exact=False).count() == 1
+            for where in ("#check_errors", "#check_centreline"):
+                page.locator(f"{where} img").first.wait_for(timeout=30000)
+            if shots:
                 page.screenshot(path=f"{shots}/app_check.png", full_page=True)
         finally:
             browser.close()
