@@ -151,17 +151,16 @@ def error_map(label, mask, fov):
 
 def centreline_map(label, mask, fov):
     """The annotated vessels faint, the annotated centreline the model covers white, the pieces of it
-    the model misses blue, the model's centreline outside the annotation red (topology.error_pieces);
+    the model misses blue, the model's centreline outside the annotation red (topology.centreline_pieces);
     lines thickened for large photographs."""
-    missed, false = topology.error_pieces(mask, label, fov)
-    _, found = topology.centreline(label, fov)
+    covered, missed, false = topology.centreline_pieces(mask, label, fov)
     out = np.zeros(label.shape + (3,), np.uint8)
     out[fov] = (24, 24, 24)
     out[label & fov] = (70, 70, 70)
     k = max(1, round(max(label.shape) / 500))
     grow = (lambda m: cv2.dilate(m.astype(np.uint8), np.ones((2 * k - 1, 2 * k - 1), np.uint8)) > 0) if k > 1 else \
         (lambda m: m)
-    out[grow(found & ~missed)] = TP_RGB
+    out[grow(covered)] = TP_RGB
     out[grow(missed)] = FN_RGB
     out[grow(false)] = FP_RGB
     return out

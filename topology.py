@@ -70,15 +70,14 @@ def centreline(mask, fov=None):
     return row, skel
 
 
-def counts(pred, ref, fov=None, ref_measured=None):
-    """The raw counts (``COUNTS``) of one image; ``ref_measured``: ``centreline(ref, fov)`` when the
-    same reference is scored against several predictions."""
+def counts(pred, ref, fov=None):
+    """The raw counts (``COUNTS``) of one image."""
     pred, ref = np.asarray(pred, bool), np.asarray(ref, bool)
     if fov is None:
         fov = np.ones_like(pred)
     fov = np.asarray(fov, bool)
     row_p, skel_p = centreline(pred, fov)
-    row_r, skel_r = ref_measured if ref_measured is not None else centreline(ref, fov)
+    row_r, skel_r = centreline(ref, fov)
     (b0p, b1p), (b0r, b1r) = betti_numbers(pred, fov), betti_numbers(ref, fov)
     return {
         "skel_pred": int(skel_p.sum()), "skel_pred_in_ref": int((skel_p & ref).sum()),
@@ -131,10 +130,16 @@ def pooled(per_image):
     return {**_ratios(total), "betti0_error": b0, "betti1_error": b1}
 
 
-def error_pieces(pred, ref, fov=None):
-    """(missed, false) centreline pixels: the reference centreline outside the prediction, and the
-    predicted centreline outside the reference (the pieces clDice's recall and precision count)."""
+def centreline_pieces(pred, ref, fov=None):
+    """(covered, missed, false) centreline pixels: the reference centreline inside and outside the
+    prediction, and the predicted centreline outside the reference (the pieces clDice's recall and
+    precision count)."""
     pred, ref = np.asarray(pred, bool), np.asarray(ref, bool)
     _, skel_p = centreline(pred, fov)
     _, skel_r = centreline(ref, fov)
-    return skel_r & ~pred, skel_p & ~ref
+    return skel_r & pred, skel_r & ~pred, skel_p & ~ref
+
+
+def error_pieces(pred, ref, fov=None):
+    """(missed, false) centreline pixels (``centreline_pieces`` without the covered ones)."""
+    return centreline_pieces(pred, ref, fov)[1:]

@@ -1,4 +1,5 @@
 """The web app: its functions without a server, its API with a server, and the page in a real browser."""
+import contextlib
 import csv
 import os
 import socket
@@ -409,6 +410,24 @@ def chromium():
     return CHROMIUM
 
 
+@contextlib.contextmanager
+def app_page(url, accept_downloads=False):
+    """A headless Chromium page on the app, once it has mounted; the browser closed afterwards."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium(), args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=accept_downloads)
+            page.goto(url)
+            page.locator("#segment").wait_for()  # the app has mounted
+            yield page
+        finally:
+            browser.close()
+
+
 def upload(page, where, path):
     """Drop a file on the upload area ``where`` and wait until the page shows its name."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
@@ -433,164 +452,127 @@ def upload(page, where, path):
 
 def test_in_a_browser_segment_download_and_how_it_works(server, reference, tmp_path):
     """Upload the sample, press Segment, download the mask: predict.py's result, pixel for pixel."""
-    from playwright.sync_api import sync_playwright
-
     url, _ = server
     shots = os.environ.get("APP_SCREENSHOTS")  # a folder: save a screenshot of each tab there
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=chromium(), args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"])
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
-            page.goto(url)
-            page.locator("#segment").wait_for()  # the app has mounted
-            upload(page, "#photo", SAMPLE)
-            t0 = time.perf_counter()
-            page.locator("#segment").click()
-            link = page.locator("#mask_file a").first
-            link.wait_for(timeout=60000)
-            seconds = time.perf_counter() - t0
-            print(f"Segment -> result in the browser: {seconds:.2f} s")
-            with page.expect_download() as dl:
-                link.click()
-            dl.value.save_as(tmp_path / "mask.png")
-            assert np.array_equal(read_image(tmp_path / "mask.png"), reference[0])
-            page.locator("#measurements").get_by_text("centreline length").first.wait_for(timeout=60000)
-            if shots:
-                page.screenshot(path=f"{shots}/app_segment.png", full_page=True)
-            page.get_by_role("tab", name="How it works").click()
-            page.locator("#explain").click()
-            page.get_by_text("each window histogram-equalized").first.wait_for(timeout=60000)
-            for caption in ("3. resized to 512x512", "6. each window segmented", "8. field of view",
-                            "2. CLAHE on the whole image", "5. cleared outside the field of view",
-                            "2. where the wide vessels converge", "5. the disc (radius"):
-                assert page.get_by_text(caption).count() >= 1, caption
-            if shots:
-                page.screenshot(path=f"{shots}/app_how_it_works.png", full_page=True)
-        finally:
-            browser.close()
+    with app_page(url, accept_downloads=True) as page:
+        upload(page, "#photo", SAMPLE)
+        t0 = time.perf_counter()
+        page.locator("#segment").click()
+        link = page.locator("#mask_file a").first
+        link.wait_for(timeout=60000)
+        seconds = time.perf_counter() - t0
+        print(f"Segment -> result in the browser: {seconds:.2f} s")
+        with page.expect_download() as dl:
+            link.click()
+        dl.value.save_as(tmp_path / "mask.png")
+        assert np.array_equal(read_image(tmp_path / "mask.png"), reference[0])
+        page.locator("#measurements").get_by_text("centreline length").first.wait_for(timeout=60000)
+        if shots:
+            page.screenshot(path=f"{shots}/app_segment.png", full_page=True)
+        page.get_by_role("tab", name="How it works").click()
+        page.locator("#explain").click()
+        page.get_by_text("each window histogram-equalized").first.wait_for(timeout=60000)
+        for caption in ("3. resized to 512x512", "6. each window segmented", "8. field of view",
+                        "2. CLAHE on the whole image", "5. cleared outside the field of view",
+                        "2. where the wide vessels converge", "5. the disc (radius"):
+            assert page.get_by_text(caption).count() >= 1, caption
+        if shots:
+            page.screenshot(path=f"{shots}/app_how_it_works.png", full_page=True)
 
 
 def test_in_a_browser_check_shows_pixels_topology_and_the_centreline_map(server, drive_src):
     """Check tab: a DRIVE photograph with its annotation (the FOV found in the photograph) gives the
     metric table with the topology rows, the error map and the centreline map, in the page."""
-    from playwright.sync_api import sync_playwright
-
     url, _ = server
     shots = os.environ.get("APP_SCREENSHOTS")
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=chromium(), args=["--no-sandbox", "--disable-gpu"])
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(url)
-            page.locator("#segment").wait_for()
-            page.get_by_role("tab", name="Check against an annotation").click()
-            page.locator("#check_go").wait_for()  # the tab is shown before anything is dropped on it
-            page.wait_for_timeout(500)
-            upload(page, "#check_photo", drive_src / "test" / "images" / "01_test.tif")
-            upload(page, "#check_label", drive_src / "test" / "1st_manual" / "01_manual1.gif")
-            page.locator("#check_go").click()
-            table = page.locator("#check_metrics")
-            table.get_by_text("centreline length error").wait_for(timeout=90000)
-            for name in ("F1 (Dice)", "clDice", "centreline recall", "Betti-0 error (components)"):
-                assert table.get_by_text(name, exact=True).count() == 1, name
-            # every row has its meaning in the third column (a "|" in a meaning would break the table)
-            assert table.get_by_text("absolute difference in the number of loops", exact=False).count() == 1
-            for where in ("#check_errors", "#check_centreline"):
-                page.locator(f"{where} img").first.wait_for(timeout=30000)
-            if shots:
-                page.screenshot(path=f"{shots}/app_check.png", full_page=True)
-        finally:
-            browser.close()
+    with app_page(url) as page:
+        page.get_by_role("tab", name="Check against an annotation").click()
+        page.locator("#check_go").wait_for()  # the tab is shown before anything is dropped on it
+        page.wait_for_timeout(500)
+        upload(page, "#check_photo", drive_src / "test" / "images" / "01_test.tif")
+        upload(page, "#check_label", drive_src / "test" / "1st_manual" / "01_manual1.gif")
+        page.locator("#check_go").click()
+        table = page.locator("#check_metrics")
+        table.get_by_text("centreline length error").wait_for(timeout=90000)
+        for name in ("F1 (Dice)", "clDice", "centreline recall", "Betti-0 error (components)"):
+            assert table.get_by_text(name, exact=True).count() == 1, name
+        # every row has its meaning in the third column (a "|" in a meaning would break the table)
+        assert table.get_by_text("absolute difference in the number of loops", exact=False).count() == 1
+        for where in ("#check_errors", "#check_centreline"):
+            page.locator(f"{where} img").first.wait_for(timeout=30000)
+        if shots:
+            page.screenshot(path=f"{shots}/app_check.png", full_page=True)
 
 
 def test_in_a_browser_a_batch_can_be_stopped_and_keeps_what_is_done(server, tmp_path):
     """Segment all, Stop part-way: the page offers a zip of exactly the photographs done; the next batch runs."""
-    from playwright.sync_api import sync_playwright
-
     url, proc = server
     n = 40
     photos = []
     for i in range(n):
         photos.append(tmp_path / f"eye{i:02d}.png")
         photos[-1].write_bytes(SAMPLE.read_bytes())
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=chromium(), args=["--no-sandbox", "--disable-gpu"])
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
-            page.goto(url)
-            page.get_by_role("tab", name="Batch").click()
-            page.locator("#batch_files input[type=file]").set_input_files([str(p) for p in photos])
-            page.locator("#batch_files").get_by_text("eye39").first.wait_for(timeout=60000)  # shown as "eye39" ".png"
-            page.locator("#batch_go").click()
-            status = page.locator("#batch_status")
-            status.get_by_text(f"1 of {n} segmented").wait_for(timeout=60000)
-            page.locator("#batch_stop").click()
-            status.get_by_text(f"of {n} segmented.").wait_for(timeout=30000)  # "Stopped: K of 40 segmented."
-            done = int(status.inner_text().split("Stopped:")[1].split()[0])
-            assert 1 <= done < n
-            link = page.locator("#batch_zip a").first
-            with page.expect_download() as dl:
-                link.click()
-            dl.value.save_as(tmp_path / "stopped.zip")
-            with zipfile.ZipFile(tmp_path / "stopped.zip") as z:
-                masks = sorted(m for m in z.namelist() if m.endswith(".png") and not m.endswith("_prob.png"))
-                table = list(csv.DictReader(z.read("results.csv").decode().splitlines()))
-            assert masks == [f"eye{i:02d}.png" for i in range(done)] and len(table) == done
-            if shots := os.environ.get("APP_SCREENSHOTS"):
-                page.screenshot(path=f"{shots}/app_batch.png", full_page=True)
-            page.locator("#batch_go").click()  # the server is free again: a whole batch runs to its end
-            status.get_by_text(f"of {n} segmented ...").wait_for(timeout=60000)  # running (not "Stopped: ...")
-            assert page.locator("#batch_zip a").count() == 0  # while it runs, no earlier batch's zip is offered
-            status.get_by_text(f"All {n} segmented.").wait_for(timeout=120000)
-            assert proc.poll() is None
-        finally:
-            browser.close()
+    with app_page(url, accept_downloads=True) as page:
+        page.get_by_role("tab", name="Batch").click()
+        page.locator("#batch_files input[type=file]").set_input_files([str(p) for p in photos])
+        page.locator("#batch_files").get_by_text("eye39").first.wait_for(timeout=60000)  # shown as "eye39" ".png"
+        page.locator("#batch_go").click()
+        status = page.locator("#batch_status")
+        status.get_by_text(f"1 of {n} segmented").wait_for(timeout=60000)
+        page.locator("#batch_stop").click()
+        status.get_by_text(f"of {n} segmented.").wait_for(timeout=30000)  # "Stopped: K of 40 segmented."
+        done = int(status.inner_text().split("Stopped:")[1].split()[0])
+        assert 1 <= done < n
+        link = page.locator("#batch_zip a").first
+        with page.expect_download() as dl:
+            link.click()
+        dl.value.save_as(tmp_path / "stopped.zip")
+        with zipfile.ZipFile(tmp_path / "stopped.zip") as z:
+            masks = sorted(m for m in z.namelist() if m.endswith(".png") and not m.endswith("_prob.png"))
+            table = list(csv.DictReader(z.read("results.csv").decode().splitlines()))
+        assert masks == [f"eye{i:02d}.png" for i in range(done)] and len(table) == done
+        if shots := os.environ.get("APP_SCREENSHOTS"):
+            page.screenshot(path=f"{shots}/app_batch.png", full_page=True)
+        page.locator("#batch_go").click()  # the server is free again: a whole batch runs to its end
+        status.get_by_text(f"of {n} segmented ...").wait_for(timeout=60000)  # running (not "Stopped: ...")
+        assert page.locator("#batch_zip a").count() == 0  # while it runs, no earlier batch's zip is offered
+        status.get_by_text(f"All {n} segmented.").wait_for(timeout=120000)
+        assert proc.poll() is None
 
 
 def test_in_a_browser_a_new_request_clears_the_old_result_and_a_failure_says_why_until_the_next(server, tmp_path):
     """Segment the sample, then a truncated JPEG: none of the sample's results stays on the page, and the
     reason stays after the toast has gone. Moving the threshold after a result marks it as out of date."""
     from PIL import Image
-    from playwright.sync_api import sync_playwright
-
     url, proc = server
     Image.open(SAMPLE).convert("RGB").save(tmp_path / "full.jpg", quality=90)
     data = (tmp_path / "full.jpg").read_bytes()
     (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 3])
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=chromium(), args=["--no-sandbox", "--disable-gpu"])
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(url)
-            page.locator("#segment").wait_for()
-            status = page.locator("#segment_status")
-            upload(page, "#photo", SAMPLE)
-            page.locator("#preview img").wait_for(timeout=30000)  # the photograph is shown as soon as it is uploaded
-            page.locator("#segment").click()
-            page.locator("#measurements").get_by_text("centreline length").first.wait_for(timeout=60000)
-            assert page.locator("#mask_file a").first.get_attribute("download") == "img_mask.png"
-            assert "img.png: segmented with DRIVE, whole image, threshold 0.470" in status.inner_text()
-            # the slider moved after the result: the page says the result is for other settings
-            page.locator("#threshold input[type=number]").fill("0.3")
-            page.locator("#threshold input[type=number]").press("Enter")
-            status.get_by_text("The settings have changed since this result").wait_for(timeout=10000)
-            # a truncated photograph: every earlier result is gone, the reason stays
-            page.locator("#photo button[aria-label=Clear]").click()
-            upload(page, "#photo", tmp_path / "cut.jpg")
-            page.locator("#segment").click()
-            status.get_by_text("Could not segment cut.jpg:").wait_for(timeout=60000)
-            time.sleep(11)  # Gradio's error toast is gone by now
-            assert "the file is cut short or damaged" in status.inner_text()
-            for shown in ("#overlay img", "#mask img", "#mask_file a", "#calibre_overlay img"):
-                assert page.locator(shown).count() == 0, shown
-            # (Gradio marks the outputs of a failed request "Error"; none may show the sample's figures)
-            assert "centreline length" not in page.locator("#measurements").inner_text()
-            assert "565 x 584" not in page.locator("#figures").inner_text()
-            assert proc.poll() is None
-        finally:
-            browser.close()
+    with app_page(url) as page:
+        status = page.locator("#segment_status")
+        upload(page, "#photo", SAMPLE)
+        page.locator("#preview img").wait_for(timeout=30000)  # the photograph is shown as soon as it is uploaded
+        page.locator("#segment").click()
+        page.locator("#measurements").get_by_text("centreline length").first.wait_for(timeout=60000)
+        assert page.locator("#mask_file a").first.get_attribute("download") == "img_mask.png"
+        assert "img.png: segmented with DRIVE, whole image, threshold 0.470" in status.inner_text()
+        # the slider moved after the result: the page says the result is for other settings
+        page.locator("#threshold input[type=number]").fill("0.3")
+        page.locator("#threshold input[type=number]").press("Enter")
+        status.get_by_text("The settings have changed since this result").wait_for(timeout=10000)
+        # a truncated photograph: every earlier result is gone, the reason stays
+        page.locator("#photo button[aria-label=Clear]").click()
+        upload(page, "#photo", tmp_path / "cut.jpg")
+        page.locator("#segment").click()
+        status.get_by_text("Could not segment cut.jpg:").wait_for(timeout=60000)
+        time.sleep(11)  # Gradio's error toast is gone by now
+        assert "the file is cut short or damaged" in status.inner_text()
+        for shown in ("#overlay img", "#mask img", "#mask_file a", "#calibre_overlay img"):
+            assert page.locator(shown).count() == 0, shown
+        # (Gradio marks the outputs of a failed request "Error"; none may show the sample's figures)
+        assert "centreline length" not in page.locator("#measurements").inner_text()
+        assert "565 x 584" not in page.locator("#figures").inner_text()
+        assert proc.poll() is None
 
 
 def test_segment_tells_its_stages_as_they_start(app):
