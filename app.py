@@ -392,14 +392,20 @@ class App:
             region[t["region"]] = (255, 220, 0)
         out = draw_zones(as_rgb(image), d, max(1, round(max(image.shape[:2]) / 400))) if d["disc_found"] else \
             as_rgb(image)
-        result = (f"5. the disc (radius {d['disc_radius_px']:.0f} px, confidence {d['disc_confidence']:.2f}) and the "
+        fit = as_rgb(shown(t["fit"]))
+        cx, cy = (round(d[k] * t["scale"]) for k in ("disc_x_px", "disc_y_px"))
+        cv2.circle(fit, (cx, cy), round(d["disc_radius_px"] * t["scale"]), (255, 0, 255), 1)
+        result = (f"6. the disc (radius {d['disc_radius_px']:.0f} px, confidence {d['disc_confidence']:.2f}) and the "
                   f"rings of zones B (2-3 radii) and C (2-5); {d['field']}, eye: {d['laterality']}"
-                  if d["disc_found"] else f"5. no disc: {d['disc_note']}")
+                  if d["disc_found"] else f"6. no disc: {d['disc_note']}")
         return [
             (shown(t["brightness"]), "1. brightness against its background (working scale: 256 px per FOV diameter)"),
             (shown(t["convergence"]), "2. where the wide vessels converge (the vessel map, weighted by width)"),
             (score, "3. the two together: the brightest place where the vessels converge is the candidate"),
-            (region, "4. the disc region: brighter than its surround by 0.3 of the disc's contrast"),
+            (region, "4. the disc region: brighter than its surround by 0.3 of the disc's contrast (its size, "
+                     "shrunk towards a typical disc's, is the radius)"),
+            (fit, "5. the centre: the circle of that radius brightest against the ring around it, vessels painted "
+                  "out (then a little towards the vessel trunk)"),
             (out, result),
         ]
 

@@ -15,17 +15,22 @@ the photograph is first brought to a working scale where D = ``WORK_D`` = 256 px
 4. **The disc region**: around the candidate, the brightness (smoothed at 0.012 D, the dark vessels
    closed over with a 0.03 D grey closing) above the surround (the median of the ring 0.16-0.22 D
    away) by ``REGION_LEVEL`` = 0.3 of the disc's own contrast (its 90th percentile within 0.06 D):
-   the connected region holding the candidate. Its centroid, moved ``TRUNK_WEIGHT`` = 0.5 of the
-   way towards the convergence peak inside it, is the centre (the pale cup lies on the disc's
-   temporal side, the vessel trunk nearer its middle). **Radius**: the region's edge is unsure
+   the connected region holding the candidate; its centroid is a first centre. **Radius**: the region's edge is unsure
    (a dim disc has no clear step) while discs vary little in size against the FOV (10th-90th
    percentile of the references: 0.069-0.086 D on DRIVE, 0.080-0.100 D on DRIONS-DB), so the
    radius of a circle of the region's area (kept within 0.04-0.12 D) is shrunk towards the typical
    ``RADIUS_PRIOR`` = 0.0845 D: exp(w ln r_region + (1 - w) ln r_prior), w = ``RADIUS_WEIGHT`` =
    0.25. A camera with a much narrower or wider field than 45-50 degrees makes the prior wrong.
-   REGION_LEVEL, TRUNK_WEIGHT, RADIUS_PRIOR and RADIUS_WEIGHT were chosen on DRIVE training and
-   DRIONS-DB 001-060 (see the README).
-5. **Confidence** (0-1): how far the best candidate stands above the best one outside twice the
+5. **The centre**: a circle of that radius is fitted to the brightness with the vessels painted
+   out (``cv2.inpaint``, Telea's method, over the vessel mask; smoothed at 0.012 D): among the
+   centres within one radius of the first, the one whose circle is brightest against the ring
+   around it (1 to ``FIT_OUTER`` = 1.3 radii), at least half of the circle inside the FOV: a
+   circular matched filter, which weighs the whole disc where a centroid follows its brightest
+   part (the pale cup lies on the disc's temporal side). It is then moved ``TRUNK_WEIGHT`` = 0.15
+   of the way towards the convergence peak within the disc (where the vessel trunk enters).
+   REGION_LEVEL, RADIUS_PRIOR, RADIUS_WEIGHT, FIT_OUTER and TRUNK_WEIGHT were chosen on DRIVE
+   training and DRIONS-DB 001-060 (see the README).
+6. **Confidence** (0-1): how far the best candidate stands above the best one outside twice the
    disc radius, relative to the spread of the score: ``1 - exp(-margin / CONFIDENCE_SCALE)``.
    Below ``MIN_CONFIDENCE`` the disc is reported as not found (two equal candidates, a photograph
    without a disc).
@@ -49,7 +54,8 @@ CONFIDENCE_SCALE = 1.0
 DISC_CENTRED_WITHIN = 0.15  # of D
 RADIUS_RANGE = (0.04, 0.12)  # of D
 REGION_LEVEL = 0.3
-TRUNK_WEIGHT = 0.5
+TRUNK_WEIGHT = 0.15
+FIT_OUTER = 1.3  # the ring around the fitted circle, in radii
 RADIUS_PRIOR = 0.0845  # of D: the median disc radius of DRIVE training and DRIONS-DB 001-060
 RADIUS_WEIGHT = 0.25  # of the measured region's radius, on a log scale; the rest is RADIUS_PRIOR
 
@@ -164,7 +170,7 @@ class DiscNet:
 
 
 def find_disc_classical(image, vessels, fov, trace=None):
-    """The classical locator (brightness and vessel convergence; the module's docstring, steps 1-5).
+    """The classical locator (brightness and vessel convergence; the module's docstring, steps 1-6).
     ``trace``: a dict that receives its stages at the working scale (brightness, convergence, score,
     region) and the working scale itself; the result does not change."""
     from scipy import ndimage as ndi
@@ -211,14 +217,26 @@ def find_disc_classical(image, vessels, fov, trace=None):
             trace["region"] = region
         cy, cx = float(yy[region].mean()), float(xx[region].mean())
         radius = float(np.clip(math.sqrt(region.sum() / math.pi), RADIUS_RANGE[0] * WORK_D, RADIUS_RANGE[1] * WORK_D))
-        # the pale part of a disc is on its temporal side: pull the centre towards where the vessel trunk
-        # enters (the convergence peak within the disc)
-        inside = core & ((yy - cy) ** 2 + (xx - cx) ** 2 <= radius ** 2)
-        ty, tx = np.unravel_index(int(np.argmax(np.where(inside, converge, -np.inf))), converge.shape)
-        cy, cx = cy + TRUNK_WEIGHT * (ty - cy), cx + TRUNK_WEIGHT * (tx - cx)
     else:
         radius = _radius(sm, core, cy, cx)
     radius = math.exp(RADIUS_WEIGHT * math.log(radius) + (1 - RADIUS_WEIGHT) * math.log(RADIUS_PRIOR * WORK_D))
+    # the centre: the circle of that radius brightest against its surround, vessels painted out (step 5)
+    # (computed in a window around the first centre: the circles within a radius of it, their rings, and
+    # a margin of 0.05 D for the smoothing and the painting)
+    h = int(math.ceil((1 + FIT_OUTER) * radius + 0.05 * WORK_D))
+    win = np.s_[max(0, int(cy) - h):int(cy) + h + 1, max(0, int(cx) - h):int(cx) + h + 1]
+    fit = np.full(fill.shape, np.nan, np.float32)
+    fit[win] = _circle_fit(_without_vessels(fill[win], v[win]), core[win], radius)
+    near_first = core & ((yy - cy) ** 2 + (xx - cx) ** 2 <= radius ** 2) & np.isfinite(fit)
+    if trace is not None:
+        trace["fit"] = np.where(core, fit, np.nan)
+    if near_first.any():
+        cy, cx = (float(c) for c in np.unravel_index(int(np.argmax(np.where(near_first, fit, -np.inf))), fit.shape))
+    # then a little towards where the vessel trunk enters (the convergence peak within the disc)
+    inside = core & ((yy - cy) ** 2 + (xx - cx) ** 2 <= radius ** 2)
+    if inside.any() and converge[inside].max() > 0:
+        ty, tx = np.unravel_index(int(np.argmax(np.where(inside, converge, -np.inf))), converge.shape)
+        cy, cx = cy + TRUNK_WEIGHT * (ty - cy), cx + TRUNK_WEIGHT * (tx - cx)
     # confidence: the best score against the best one away from this disc
     away = core & ((yy - cy) ** 2 + (xx - cx) ** 2 > (2 * radius) ** 2)
     best = float(score[int(round(cy)), int(round(cx))]) if core[int(round(cy)), int(round(cx))] else float(
@@ -227,6 +245,37 @@ def find_disc_classical(image, vessels, fov, trace=None):
     spread = float(score[core].std()) or 1.0
     confidence = 1.0 - math.exp(-max(0.0, best - other) / spread / CONFIDENCE_SCALE)
     return describe(cx / k, cy / k, radius / k, confidence, fov)
+
+
+def _without_vessels(lum, vessels):
+    """The brightness with the vessels (dilated by a pixel) painted out from their surround (cv2.inpaint,
+    Telea 2004), smoothed at 0.012 D: the disc without the dark trunk crossing it."""
+    import cv2
+    from scipy import ndimage as ndi
+
+    hole = ndi.binary_dilation(vessels, iterations=1).astype(np.uint8)
+    return _gauss(cv2.inpaint(lum.astype(np.float32), hole, 3, cv2.INPAINT_TELEA), 0.012 * WORK_D)
+
+
+def _circle_fit(lum, core, radius):
+    """For every centre: the mean of ``lum`` within ``radius`` minus its mean in the ring out to
+    FIT_OUTER radii, both over the FOV's ``core`` only; NaN where less than half the circle is inside."""
+    import cv2
+
+    s = int(math.ceil(FIT_OUTER * radius))
+    yy, xx = np.mgrid[-s:s + 1, -s:s + 1]
+    d = np.hypot(yy, xx)
+    disc_k = (d <= radius).astype(np.float32)
+    ring_k = ((d > radius) & (d <= FIT_OUTER * radius)).astype(np.float32)
+    w = core.astype(np.float32)
+    val = np.where(core, lum, 0).astype(np.float32)
+
+    def total(a, kernel):
+        return cv2.filter2D(a, -1, kernel, borderType=cv2.BORDER_CONSTANT)
+
+    n_in, n_ring = total(w, disc_k), total(w, ring_k)
+    fit = total(val, disc_k) / np.maximum(n_in, 1) - total(val, ring_k) / np.maximum(n_ring, 1)
+    return np.where(n_in >= 0.5 * disc_k.sum(), fit, np.nan)
 
 
 def _radius(sm, core, cy, cx, rays=72):

@@ -1,11 +1,12 @@
-"""Convert an official DRIVE or STARE release (or FIVES photographs, or the optic disc references)
-into this toolkit's folder layout.
+"""Convert an official DRIVE or STARE release (or FIVES photographs, the optic disc references, or an
+artery/vein release) into this toolkit's folder layout.
 
     python prepare_data.py --dataset DRIVE --source ../shared/data/DRIVE
     python prepare_data.py --dataset STARE --source ../shared/data/STARE
     python prepare_data.py --dataset FIVES --source ../shared/data/FIVES-mini
     python prepare_data.py --dataset DISC --source ../shared/data/DISC     # labels: the optic disc
-    python prepare_data.py --dataset LES-AV --source ../shared/data/AV/LES-AV   # 1620x1444, every vessel
+    python prepare_data.py --dataset LES-AV --source ../shared/data/AV/LES-AV      # 1620x1444, every vessel
+    python prepare_data.py --dataset DRIVE-AV --source ../shared/data/AV/DRIVE_AV  # DRIVE with RITE's A/V labels
 
 writes DATASET/{train,test}/{image,label,mask}/NN_training.png | NN_testing.png (colour images,
 binary 0/255 labels and FOV masks) and, for the test split, label2/ with the second observer.
@@ -20,9 +21,11 @@ label/ with the same file names, or the official train/ and test/ with Original/
 DISC (the optic disc as the label, for train.py --dataset DISC): DRIONS-DB image_001-060 train,
 061-110 test (its expert outlines, JPEG: thresholded at 128), and the 40 DRIVE photographs with
 the disc circles of DRIVE_disc.csv (DRIVE's split, its FOV masks; DRIVE/ beside DISC/).
-LES-AV (1620x1444, Orlando et al. 2018): training/ -> train, test/ -> test, names kept; the
-artery/vein labels (0 background, 1 artery, 2 vein, 3 uncertain) become vessel labels (> 0); the
-official FOV masks.
+LES-AV (1620x1444, Orlando et al. 2018) and DRIVE-AV (the 40 DRIVE photographs with the RITE
+artery/vein labels, Hu et al. 2013): {training,test}/{images,1st_manual,mask} -> train, test, names
+kept; the artery/vein labels (0 background, 1 artery, 2 vein, 3 uncertain; av.py) become vessel
+labels (> 0) in label/ and are kept as they are in label_av/; the official FOV masks
+(NAME_mask.gif).
 DATASET/sources.csv maps every written name back to its original file.
 """
 import argparse
@@ -111,33 +114,36 @@ def disc_items(src):
     return items
 
 
-def lesav_items(src):
-    """LES-AV: {training,test}/{images,1st_manual,mask}/NNN.png (mask: NNN_mask.gif)."""
+def av_items(src):
+    """An artery/vein release (LES-AV, DRIVE_AV): {training,test}/{images,1st_manual,mask}; the label
+    of images/NAME.ext is 1st_manual/NAME.png, its FOV mask/NAME_mask.gif."""
     items = []
     for split, sub in (("train", "training"), ("test", "test")):
-        images = sorted((src / sub / "images").glob("*.png"))
+        folder = src / sub / "images"
+        images = [p for p in sorted(folder.glob("*")) if is_image_file(p)] if folder.is_dir() else []
         if not images:
-            raise UserError(f"no .png images in {src / sub / 'images'}: --source must be the LES-AV folder "
-                            f"holding training/ and test/")
+            raise UserError(f"no images in {folder}: --source must be the artery/vein release folder "
+                            f"holding training/ and test/ (each with images/, 1st_manual/, mask/)")
         for img in images:
-            items.append((split, img.stem, img, src / sub / "1st_manual" / img.name,
+            items.append((split, img.stem, img, src / sub / "1st_manual" / f"{img.stem}.png",
                           src / sub / "mask" / f"{img.stem}_mask.gif", None))
     return items
 
 
-AV_VALUES = {0: "background", 1: "artery", 2: "vein", 3: "uncertain"}
+def read_av(label):
+    """An artery/vein label file as class indices (av.py's values); any other value is refused in one
+    line (not an A/V label file of this layout)."""
+    from av import AVLabelError, check_av_label
+
+    try:
+        return check_av_label(read_image(label), str(label))
+    except AVLabelError as e:
+        raise UserError(str(e)) from None
 
 
-def read_av_vessels(label, shape=None):
-    """An artery/vein label (single channel, ``AV_VALUES``) as a vessel label: every labelled pixel;
-    any other value is refused in one line (not an A/V label file of this layout)."""
-    import numpy as np
-
-    arr = read_image(label)
-    unknown = sorted(set(np.unique(arr).tolist()) - set(AV_VALUES)) if arr.ndim == 2 else ["colour"]
-    if unknown:
-        raise UserError(f"{label}: not an artery/vein label (values {AV_VALUES}); found {unknown[:5]}")
-    return arr > 0
+def read_av_vessels(label):
+    """An artery/vein label as a vessel label: every labelled pixel, uncertain ones too."""
+    return read_av(label) > 0
 
 
 def read_label(label, shape):
@@ -155,8 +161,9 @@ def read_label(label, shape):
     return (arr.max(axis=2) if arr.ndim == 3 else arr) >= 128
 
 
-READERS = {"DRIVE": drive_items, "STARE": stare_items, "FIVES": fives_items, "DISC": disc_items, "LES-AV": lesav_items}
-LABEL_READERS = {"LES-AV": read_av_vessels}  # others: read_label
+READERS = {"DRIVE": drive_items, "STARE": stare_items, "FIVES": fives_items, "DISC": disc_items, "LES-AV": av_items,
+           "DRIVE-AV": av_items}
+AV_SOURCES = {"LES-AV": "AV/LES-AV", "DRIVE-AV": "AV/DRIVE_AV"}  # artery/vein releases, under ../shared/data
 
 
 @run_main
@@ -166,7 +173,7 @@ def main(argv=None):
     p.add_argument("--source", default=None, help="the official release folder (default: ../shared/data/DATASET)")
     p.add_argument("--root", default=".", help="where DATASET/ is written (default: current folder)")
     args = p.parse_args(argv)
-    src = Path(args.source or Path("../shared/data") / ("AV/LES-AV" if args.dataset == "LES-AV" else args.dataset))
+    src = Path(args.source or Path("../shared/data") / AV_SOURCES.get(args.dataset, args.dataset))
     if not src.is_dir():
         raise UserError(f"source folder {src} not found: download the official {args.dataset} release and pass --source")
     items = READERS[args.dataset](src)
@@ -176,13 +183,16 @@ def main(argv=None):
         rows = []
         for split, name, img, label, mask, second in tqdm(items, desc=f"preparing {args.dataset}", disable=None):
             image = read_image(img)
-            lab = LABEL_READERS.get(args.dataset, read_label)(label, image.shape[:2])
+            classes = read_av(label) if args.dataset in AV_SOURCES else None
+            lab = classes > 0 if classes is not None else read_label(label, image.shape[:2])
             fov = read_mask(mask) if mask is not None else estimate_fov(image)
             if lab.shape != image.shape[:2] or fov.shape != image.shape[:2]:
                 raise UserError(f"{label} or its mask does not have the size of {img}")
             out = tmp / split
             write_png(out / "image" / f"{name}.png", image)
             write_png(out / "label" / f"{name}.png", lab)
+            if classes is not None:
+                write_png(out / "label_av" / f"{name}.png", classes)
             write_png(out / "mask" / f"{name}.png", fov)
             if second is not None:
                 write_png(out / "label2" / f"{name}.png", read_mask(second))

@@ -8,6 +8,9 @@ DRIVE test and DRIONS-DB 061-110 are held out.
 
     python docs/disc_accuracy.py                 # prints the table; --csv FILE the per-photograph errors
     python docs/disc_accuracy.py --figures docs  # also disc_errors.png (the distributions) and disc_worst.png
+    python docs/disc_accuracy.py --others docs   # also disc_other_cameras.jpg: STARE (700x605), LES-AV
+                                                 # (1620x1444) and FIVES-mini (2048x2048), which have no
+                                                 # disc references: every photograph with its disc, to look at
 """
 import argparse
 import csv
@@ -98,11 +101,53 @@ def figures(rows, folder, locator):
     cv2.imwrite(str(folder / "disc_worst.png"), cv2.cvtColor(np.hstack(tiles), cv2.COLOR_RGB2BGR))
 
 
+def other_cameras(data, folder, seg, locator):
+    """disc_other_cameras.jpg: the photographs of STARE, LES-AV and FIVES-mini (no disc references), each
+    shrunk to a tile with the disc found drawn (magenta; yellow: not found, the note printed); prints
+    how many were found per set."""
+    import cv2
+
+    from imio import list_images
+
+    sets = [("STARE", data / "STARE" / "stare-images"),
+            ("LES-AV", data / "AV" / "LES-AV" / "training" / "images"),
+            ("LES-AV", data / "AV" / "LES-AV" / "test" / "images"),
+            ("FIVES-mini", data / "FIVES-mini" / "image")]
+    tiles, found = [], {}
+    for name, where in sets:
+        for photo in list_images(where):
+            image = read_image(photo)
+            fov = estimate_fov(image)
+            d = find_disc(image, seg.segment(image, fov)[1], fov, locator)
+            found.setdefault(name, []).append(bool(d["disc_found"]))
+            im = image if image.ndim == 3 else np.dstack([image] * 3)
+            scale = 160 / max(im.shape[:2])
+            tile = cv2.resize(im, (round(im.shape[1] * scale), round(im.shape[0] * scale)), interpolation=cv2.INTER_AREA)
+            tile = cv2.copyMakeBorder(tile, 0, 160 - tile.shape[0], 0, 160 - tile.shape[1], cv2.BORDER_CONSTANT)
+            if d["disc_x_px"] is not None:
+                colour = (255, 0, 255) if d["disc_found"] else (255, 255, 0)
+                cv2.circle(tile, (round(d["disc_x_px"] * scale), round(d["disc_y_px"] * scale)),
+                           max(2, round(d["disc_radius_px"] * scale)), colour, 1, cv2.LINE_AA)
+            cv2.putText(tile, f"{photo.name.split('.')[0][:12]} {d['disc_confidence'] or 0:.2f}", (3, 154),
+                        cv2.FONT_HERSHEY_SIMPLEX, 0.35, (255, 255, 255), 1, cv2.LINE_AA)
+            if not d["disc_found"]:
+                print(f"{name} {photo.name}: {d['disc_note']}")
+            tiles.append(tile)
+    for name, f in found.items():
+        print(f"{name}: disc found in {sum(f)} of {len(f)} photographs")
+    while len(tiles) % 10:
+        tiles.append(np.zeros_like(tiles[0]))
+    grid = np.vstack([np.hstack(tiles[i:i + 10]) for i in range(0, len(tiles), 10)])
+    cv2.imwrite(str(folder / "disc_other_cameras.jpg"), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR),
+                [cv2.IMWRITE_JPEG_QUALITY, 85])
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default=os.environ.get("RETINA_DATA", "../shared/data"))
     p.add_argument("--csv", default=None, help="write the per-photograph errors here")
     p.add_argument("--figures", default=None, help="write disc_errors.png and disc_worst.png into this folder")
+    p.add_argument("--others", default=None, help="write disc_other_cameras.jpg (STARE, LES-AV, FIVES-mini) here")
     p.add_argument("--locator", default=None,
                    help="classical, or a disc model (.onnx/.pth; default: what disc.py uses, DISC.onnx if shipped)")
     args = p.parse_args(argv)
@@ -140,6 +185,8 @@ def main(argv=None):
               f"{side_agreement(sub)} |")
     if args.figures:
         figures(rows, Path(args.figures), name)
+    if args.others:
+        other_cameras(Path(args.data), Path(args.others), seg, locator)
     if args.csv:
         with open(args.csv, "w", newline="") as f:
             w = csv.DictWriter(f, list(rows[0]))

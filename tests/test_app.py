@@ -87,9 +87,10 @@ def test_how_it_works_shows_every_stage_of_both_methods(app):
     assert whole[0][1].startswith("1. gray | green channels") and whole[0][0].shape == (584, 2 * 565)
     assert whole[1][0].shape == (584, 2 * 565) and whole[2][0].shape == (584, 565)
     # how the optic disc was found: the maps at the working scale, then the disc and zones on the photograph
-    assert [c.split(".")[0] for _, c in disc] == ["1", "2", "3", "4", "5"]
-    assert "eye: left (OS)" in disc[4][1] and disc[4][0].shape == (584, 565, 3)
+    assert [c.split(".")[0] for _, c in disc] == ["1", "2", "3", "4", "5", "6"]
+    assert "eye: left (OS)" in disc[5][1] and disc[5][0].shape == (584, 565, 3)
     assert disc[3][0].ndim == 3 and (disc[3][0] == (255, 220, 0)).all(axis=2).any()  # the region is drawn
+    assert (disc[4][0] == (255, 0, 255)).all(axis=2).any()  # the fitted circle is drawn on the fit
     # the last stage is the method's real result
     seg = Segmenter.from_file(REPO / "UNet_patch_equalized_patch_256_50.onnx")
     assert np.array_equal(patch[-1][0] > 0, seg.segment(read_image(SAMPLE))[1])
@@ -474,9 +475,13 @@ def test_in_a_browser_segment_download_and_how_it_works(server, reference, tmp_p
         page.get_by_text("each window histogram-equalized").first.wait_for(timeout=60000)
         for caption in ("3. resized to 512x512", "6. each window segmented", "8. field of view",
                         "2. CLAHE on the whole image", "5. cleared outside the field of view",
-                        "2. where the wide vessels converge", "5. the disc (radius"):
+                        "2. where the wide vessels converge", "5. the centre: the circle", "6. the disc (radius"):
             assert page.get_by_text(caption).count() >= 1, caption
-        if shots:
+        if shots:  # every picture loaded before the picture of the page is taken
+            page.mouse.wheel(0, 5000)
+            page.wait_for_function("() => [...document.images].every(i => i.complete && i.naturalWidth > 0)",
+                                   timeout=60000)
+            page.mouse.wheel(0, -5000)
             page.screenshot(path=f"{shots}/app_how_it_works.png", full_page=True)
 
 

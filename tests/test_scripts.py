@@ -187,6 +187,9 @@ def test_prepare_lesav_makes_vessel_labels_of_artery_vein_labels(tmp_path, monke
     lab = read_image(tmp_path / "LES-AV" / "test" / "label" / "2.png") > 0
     assert np.array_equal(lab, disc_image(90, 100, 40, seed=2)[1])  # arteries, veins and uncertain alike
     assert (tmp_path / "LES-AV" / "train" / "mask" / "1.png").is_file()
+    kept = read_image(tmp_path / "LES-AV" / "test" / "label_av" / "2.png")  # the classes, as they were
+    assert np.array_equal(kept, read_image(src / "test" / "1st_manual" / "2.png"))
+    assert set(np.unique(kept)) == {0, 1, 2, 3}
     bad = read_image(src / "test" / "1st_manual" / "2.png").copy()
     bad[0, 0] = 255  # a 0/255 vessel mask is not an A/V label
     write_png(src / "test" / "1st_manual" / "2.png", bad)
@@ -197,8 +200,9 @@ def test_prepare_lesav_makes_vessel_labels_of_artery_vein_labels(tmp_path, monke
     assert np.array_equal(read_image(tmp_path / "LES-AV" / "test" / "label" / "2.png") > 0, lab)
 
 
-@pytest.mark.parametrize("dataset,check", [("LES-AV", "AV/LES-AV")])
-def test_prepare_real_lesav(dataset, check, tmp_path, monkeypatch):
+@pytest.mark.parametrize("dataset,check,count,shape", [("LES-AV", "AV/LES-AV", 11, (1444, 1620)),
+                                                       ("DRIVE-AV", "AV/DRIVE_AV", 20, (584, 565))])
+def test_prepare_real_artery_vein_releases(dataset, check, count, shape, tmp_path, monkeypatch):
     import prepare_data
     from conftest import need
 
@@ -206,9 +210,13 @@ def test_prepare_real_lesav(dataset, check, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     prepare_data.main(["--dataset", dataset, "--source", str(src)])
     labels = sorted((tmp_path / dataset / "test" / "label").iterdir())
-    assert len(labels) == 11 and len(list((tmp_path / dataset / "train" / "label").iterdir())) == 11
+    assert len(labels) == count and len(list((tmp_path / dataset / "train" / "label").iterdir())) == count
     lab = read_image(labels[0]) > 0
-    assert lab.shape == (1444, 1620) and 0.04 < lab.mean() < 0.15
+    assert lab.shape == shape and 0.04 < lab.mean() < 0.15
+    classes = read_image(tmp_path / dataset / "test" / "label_av" / labels[0].name)
+    assert np.array_equal(classes > 0, lab)
+    artery, vein = (classes == 1).sum(), (classes == 2).sum()
+    assert 0.5 < artery / vein < 1.2  # veins are the wider: fewer artery pixels than vein pixels, not far fewer
 
 
 def test_user_errors_are_one_line_without_traceback(tmp_path):
