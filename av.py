@@ -25,6 +25,17 @@ retinal vessel diameters", Curr Eye Res 27:143-149: the six widest arterioles (v
 zone B; pair the widest with the narrowest, combine each pair as 0.88 sqrt(w1^2 + w2^2) for
 arterioles (0.95 for venules), carry the middle one unpaired when the count is odd, and repeat until
 one value remains: CRAE (CRVE). AVR = CRAE / CRVE. Fewer than six: no value, and the reason.
+
+**The vessels crossing zone B** (``zone_b_widths``): zone B is the ring 2-3 disc radii from the
+disc's centre (morphometry.ZONES) inside the FOV. Each connected piece (8-connected) of the artery
+(vein) map inside it is one vessel; its pieces between branch points are morphometry's segments,
+each with its calibre measured across the vessel (the median over its points of the width along
+the normal, leaving out the ends at branch points: morphometry.py). A vessel's width is that of
+its widest segment at least ``MIN_SEGMENT_FRACTION`` of the FOV diameter long (a vessel that
+branches inside the zone is measured on its trunk, as Knudtson et al. do); a piece with no segment
+that long: its longest segment's. ``measure_av`` gives CRAE, CRVE (px, and um when the scale is
+known), AVR, how many vessels of each kind were found, and ``av_note`` with the reasons for any
+empty value.
 """
 import math
 
@@ -129,3 +140,61 @@ def knudtson(widths, kind):
 def avr(crae, crve):
     """Arteriole-to-venule ratio CRAE / CRVE, or None when either is missing."""
     return crae / crve if crae is not None and crve else None
+
+
+AV_COLUMNS = ["crae_px", "crve_px", "crae_um", "crve_um", "avr", "n_arteries_zoneB", "n_veins_zoneB", "av_note"]
+
+
+def zone_b_widths(vessels, fov, disc, fov_diameter_px=None):
+    """The width (px) of every vessel of one kind (bool ``vessels``) crossing zone B of ``disc`` (a dict
+    with disc_x_px, disc_y_px, disc_radius_px) inside ``fov``: a list, one value per vessel."""
+    from scipy import ndimage as ndi
+
+    from morphometry import MIN_SEGMENT_FRACTION, fov_diameter, measure_mask, zone_masks
+
+    fov = np.asarray(fov, bool)
+    ring = zone_masks(fov.shape, disc)["zoneB"] & fov
+    inside = np.asarray(vessels, bool) & ring
+    if not inside.any():
+        return []
+    diam = fov_diameter(fov) if fov_diameter_px is None else float(fov_diameter_px)
+    min_len = MIN_SEGMENT_FRACTION * diam
+    _, segments, _ = measure_mask(inside, ring, min_segment_px=min_len, fov_diameter_px=diam)
+    pieces, n = ndi.label(inside, structure=np.ones((3, 3)))
+    per_piece = {}
+    for seg in segments:
+        if seg.calibre is None or len(seg.points) == 0:
+            continue
+        y, x = np.round(seg.points[len(seg.points) // 2]).astype(int)
+        k = int(pieces[min(max(y, 0), fov.shape[0] - 1), min(max(x, 0), fov.shape[1] - 1)])
+        if k:
+            per_piece.setdefault(k, []).append((seg.length, seg.calibre))
+    widths = []
+    for segs in per_piece.values():
+        long_enough = [c for length, c in segs if length >= min_len]
+        widths.append(max(long_enough) if long_enough else max(segs)[1])
+    return widths
+
+
+def measure_av(classes, fov, disc, um_per_px=None):
+    """CRAE, CRVE and AVR of one artery/vein map (``classes``: 0 background, 1 artery, 2 vein, 3
+    uncertain, which is neither) with its ``fov`` and ``disc`` (disc.py's COLUMNS): a dict of
+    AV_COLUMNS; empty values carry their reason in ``av_note``, never a made-up number."""
+    row = dict.fromkeys(AV_COLUMNS)
+    if not disc or not disc.get("disc_found"):
+        row["av_note"] = f"no disc, so no zone B: {(disc or {}).get('disc_note') or 'not given'}"
+        return row
+    classes = np.asarray(classes)
+    notes = []
+    for kind, k, key in (("artery", ARTERY, "crae"), ("vein", VEIN, "crve")):
+        widths = zone_b_widths(classes == k, fov, disc)
+        row[f"n_{'arteries' if k == ARTERY else 'veins'}_zoneB"] = len(widths)
+        value, note = knudtson(widths, kind)
+        row[f"{key}_px"] = value
+        if value is not None and um_per_px:
+            row[f"{key}_um"] = value * um_per_px
+        if note:
+            notes.append(note)
+    row["avr"] = avr(row["crae_px"], row["crve_px"])
+    row["av_note"] = "; ".join(notes)
+    return row

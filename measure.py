@@ -45,6 +45,10 @@ def get_args(argv=None):
                    help="the photographs of the masks (a file, or a folder matched by name): their FOV is used "
                         "and the overlays are drawn over them")
     p.add_argument("--fov", default=None, help="FOV masks (a file, or a folder matched by NAME or NAME_mask)")
+    p.add_argument("--av", default=None,
+                   help="artery/vein maps (a file, or a folder matched by NAME or NAME_av; one channel, 0 background, "
+                        "1 artery, 2 vein, 3 uncertain): CRAE, CRVE and AVR in zone B (Knudtson et al. 2003; av.py). "
+                        "Needs the disc, so the photographs")
     add_scale_args(p)
     p.add_argument("--skip-existing", action="store_true",
                    help="reuse the NAME_measurements.json of images measured before (continue an interrupted run)")
@@ -134,7 +138,7 @@ def measure_job(job, opts):
     from morphometry import measure_and_write
     from preprocess import estimate_fov
 
-    name, src, photo_path, fov_path = job
+    name, src, photo_path, fov_path, av_path = job
     try:
         arr = read_image(src)
         photo = None
@@ -160,7 +164,19 @@ def measure_job(job, opts):
             fov, fov_source = estimate_fov(photo), "estimated from the photograph"
         else:
             fov, fov_source = None, "whole image (no photograph or FOV mask given)"
+        classes = None
+        if av_path is not None:
+            from av import AVLabelError, check_av_label
+
+            try:
+                classes = check_av_label(read_image(av_path), av_path.name)
+            except AVLabelError as exc:
+                return _failed(name, opts, str(exc))
+            if classes.shape != mask.shape:
+                return _failed(name, opts, f"the artery/vein map {av_path.name} is {classes.shape[1]}x{classes.shape[0]} "
+                                           f"but the mask {mask.shape[1]}x{mask.shape[0]}: not measured")
         return measure_and_write(name, mask, opts["folder"], fov=fov, fov_source=fov_source, photo=photo,
+                                 av_classes=classes,
                                  um_per_px=opts["um_per_px"], fov_degrees=opts["fov_degrees"],
                                  min_segment_px=opts["min_segment"], segments=opts["segments"],
                                  overlay=opts["overlay"])
@@ -219,13 +235,14 @@ def main(argv=None):
         files = _files(args.input, "input")
         photos = _matcher(args.photos, "photographs")
     fovs = _matcher(args.fov, "FOV masks", ("", "_mask"))
+    avs = _matcher(args.av, "artery/vein maps", ("", "_av"))
     names, jobs = set(), []
     for f in files:
         name = stem(f)
         if name in names:
             raise UserError(f"two inputs are named {name}: their outputs would overwrite each other")
         names.add(name)
-        jobs.append((name, f, photos(name) if args.photos or args.input is None else None, fovs(name)))
+        jobs.append((name, f, photos(name) if args.photos or args.input is None else None, fovs(name), avs(name)))
     if args.input is None and args.photos is None and jobs[0][2] is not None and not _same_size(*jobs[0][1:3]):
         jobs[0] = jobs[0][:2] + (None,) + jobs[0][3:]  # predict/img.png is not the photograph of this mask
     opts = dict(vars(args), folder=str(folder))
@@ -241,7 +258,7 @@ def main(argv=None):
     if rank != 0:
         return
     rows = []
-    for name, src, _, _ in jobs:
+    for name, *_ in jobs:
         row = read_json(image_files(folder, name)["json"])
         rows.append(row if row is not None else {"image": name, "status": "failed", "note": "no result written"})
     write_table(out, rows)

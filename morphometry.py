@@ -63,6 +63,7 @@ import math
 
 import numpy as np
 
+from av import AV_COLUMNS
 from disc import COLUMNS as DISC_COLUMNS
 
 SMOOTH_WINDOW = 11
@@ -90,6 +91,10 @@ MEASURES = COLUMNS[COLUMNS.index("vessel_area_density"):]
 ZONES = {"zoneB": (2.0, 3.0), "zoneC": (2.0, 5.0)}
 MIN_ZONE_INSIDE = 0.5  # a zone less than half inside the FOV is not measured
 COLUMNS = COLUMNS + DISC_COLUMNS + ["zone_note"] + [f"{z}_{m}" for z in ZONES for m in MEASURES]
+# filled when an artery/vein map is given (measure.py --av): CRAE, CRVE, AVR (av.py), then every measure of
+# the arteries alone and of the veins alone over the FOV (the uncertain pixels in neither)
+KINDS = {"artery": 1, "vein": 2}
+COLUMNS = COLUMNS + AV_COLUMNS + [f"{k}_{m}" for k in KINDS for m in MEASURES]
 # what each measure is called in words, and its unit, for tables people read (the web page)
 LABELS = {
     "vessel_area_density": ("vessel area density (vessel pixels / FOV pixels)", ""),
@@ -768,13 +773,24 @@ def image_files(folder, name):
 
 
 def measure_and_write(name, mask, folder, fov=None, fov_source=None, photo=None, um_per_px=None, fov_degrees=None,
-                      min_segment_px=None, segments=False, overlay=False, disc=None):
+                      min_segment_px=None, segments=False, overlay=False, disc=None, av_classes=None):
     """Measure one mask and write its JSON (always; atomically), and on request its segments CSV and
-    overlays, into ``folder``; returns the row."""
+    overlays, into ``folder``; returns the row. ``av_classes``: the photograph's artery/vein map (av.py's
+    values), for CRAE, CRVE and AVR in zone B."""
     from imio import write_csv, write_png
 
     row, segs, _ = measure_with_zones(mask, fov, photo=photo, disc=disc, um_per_px=um_per_px, fov_degrees=fov_degrees,
                                       min_segment_px=min_segment_px, fov_source=fov_source)
+    if av_classes is not None:
+        from av import measure_av
+
+        whole = np.ones(np.shape(mask), bool) if fov is None else np.asarray(fov, bool)
+        row.update(measure_av(av_classes, whole, row, um_per_px=row["um_per_px"]))
+        for kind, k in KINDS.items():
+            one, _, _ = measure_mask(np.asarray(av_classes) == k, whole, um_per_px=row["um_per_px"],
+                                     min_segment_px=row["min_segment_px"], fov_source=kind, want_segments=False,
+                                     fov_diameter_px=row["fov_diameter_px"])
+            row.update({f"{kind}_{m}": one[m] for m in MEASURES})
     row["image"] = name
     paths = image_files(folder, name)
     if segments:

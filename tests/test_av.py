@@ -90,3 +90,90 @@ def test_knudtson_with_fewer_than_six_vessels_gives_no_value_and_says_why():
     value, note = av.knudtson([10, 12, None, 14, float("nan"), 9, 11], "vein")
     assert value is None and "5 vein segments" in note and "needs 6" in note
     assert av.avr(None, 10.0) is None
+
+
+def bar(img, value, angle, width, r0=40, r1=140, start=(200, 200)):
+    """A straight vessel ``width`` px wide (the pixels whose centres lie within width / 2 of its axis)
+    from ``r0`` to ``r1`` px away from ``start`` (x, y) along ``angle`` (degrees)."""
+    a = math.radians(angle)
+    yy, xx = np.mgrid[:img.shape[0], :img.shape[1]]
+    along = (xx - start[0]) * math.cos(a) + (yy - start[1]) * math.sin(a)
+    across = -(xx - start[0]) * math.sin(a) + (yy - start[1]) * math.cos(a)
+    img[(along >= r0) & (along <= r1) & (np.abs(across) <= width / 2)] = value
+
+
+DISC = {"disc_found": True, "disc_x_px": 200.0, "disc_y_px": 200.0, "disc_radius_px": 30.0}
+
+
+def radial_map(artery_widths, vein_widths):
+    classes = np.zeros((400, 400), np.uint8)
+    for i, w in enumerate(artery_widths):
+        bar(classes, av.ARTERY, 30 * i, w)
+    for i, w in enumerate(vein_widths):
+        bar(classes, av.VEIN, 30 * i + 15, w)
+    return classes, np.ones_like(classes, bool)
+
+
+def test_crae_crve_and_avr_of_vessels_of_known_width_crossing_zone_b():
+    arteries, veins = [4, 5, 6, 7, 8, 9, 3], [6, 7, 8, 9, 10, 11]
+    classes, fov = radial_map(arteries, veins)
+    row = av.measure_av(classes, fov, DISC, um_per_px=10.0)
+    assert row["n_arteries_zoneB"] == 7 and row["n_veins_zoneB"] == 6 and row["av_note"] == ""
+    assert row["crae_px"] == pytest.approx(av.knudtson(arteries, "artery")[0], rel=0.05)
+    assert row["crve_px"] == pytest.approx(av.knudtson(veins, "vein")[0], rel=0.05)
+    assert row["crae_um"] == pytest.approx(10 * row["crae_px"])
+    assert row["avr"] == pytest.approx(row["crae_px"] / row["crve_px"]) and 0.5 < row["avr"] < 1
+
+
+def test_a_vessel_branching_in_zone_b_counts_once_with_its_trunk_and_uncertain_pixels_are_no_class():
+    classes, fov = radial_map([], [])
+    bar(classes, av.ARTERY, 0, 9, r1=72)  # a trunk of 9 px into zone B (60-90 px) ...
+    bar(classes, av.ARTERY, 25, 5, r0=0, r1=60, start=(270, 200))  # ... splitting into two of 5 px
+    bar(classes, av.ARTERY, -25, 5, r0=0, r1=60, start=(270, 200))
+    bar(classes, av.UNCERTAIN, 90, 12)  # not an artery or a vein: not counted
+    bar(classes, av.VEIN, 180, 8, r0=95)  # beyond zone B (in zone C): not counted
+    widths = av.zone_b_widths(classes == av.ARTERY, fov, DISC)
+    assert len(widths) == 1 and widths[0] == pytest.approx(9, abs=1)
+    row = av.measure_av(classes, fov, DISC)
+    assert row["crae_px"] is None and "1 artery segments" in row["av_note"] and row["n_veins_zoneB"] == 0
+    assert row["avr"] is None
+
+
+def test_without_a_disc_there_is_no_zone_b_and_no_number():
+    classes, fov = radial_map([5] * 6, [8] * 6)
+    row = av.measure_av(classes, fov, {"disc_found": False, "disc_note": "no clear disc"})
+    assert row["crae_px"] is None and row["crve_px"] is None and "no clear disc" in row["av_note"]
+
+
+def test_measure_py_reports_crae_crve_and_avr_from_an_artery_vein_map(tmp_path):
+    """measure.py --av on a DRIVE-AV test photograph with its manual labels (the mask is their union):
+    the disc found in the photograph, CRAE < CRVE; an A/V file with other values: that image's row
+    says why, and the others are measured."""
+    import csv
+
+    import measure
+    from conftest import need
+    from imio import read_image, write_png
+
+    src = need("AV/DRIVE_AV") / "test"
+    for n in ("01", "02"):
+        classes = read_image(src / "1st_manual" / f"{n}_test.png")
+        write_png(tmp_path / "masks" / f"{n}_test.png", classes > 0)
+        write_png(tmp_path / "av" / f"{n}_test_av.png", classes)
+    bad = read_image(src / "1st_manual" / "02_test.png").copy()
+    bad[0, 0] = 7
+    write_png(tmp_path / "av" / "02_test_av.png", bad)
+    measure.main(["--input", str(tmp_path / "masks"), "--photos", str(src / "images"), "--av", str(tmp_path / "av"),
+                  "--fov", str(src / "mask"), "--workers", "1", "--output", str(tmp_path / "out" / "m.csv")])
+    rows = {r["image"]: r for r in csv.DictReader(open(tmp_path / "out" / "m.csv"))}
+    good = rows["01_test"]
+    assert good["disc_found"] == "True" and int(good["n_arteries_zoneB"]) >= 6 and int(good["n_veins_zoneB"]) >= 6
+    assert 3 < float(good["crae_px"]) < float(good["crve_px"]) < 25 and 0.4 < float(good["avr"]) < 1
+    # each kind measured alone: lengths and areas that add up (the uncertain pixels belong to neither)
+    a, v, both = (float(good[f"{p}vessel_area_density"]) for p in ("artery_", "vein_", ""))
+    classes = read_image(src / "1st_manual" / "01_test.png")
+    fov = read_image(src / "mask" / "01_test_mask.gif") > 0
+    assert a == pytest.approx(((classes == 1) & fov).sum() / fov.sum(), rel=1e-4) and a + v < both
+    assert float(good["vein_calibre_weighted_px"]) > float(good["artery_calibre_weighted_px"])
+    assert float(good["artery_centreline_length_px"]) < float(good["centreline_length_px"])
+    assert rows["02_test"]["status"] == "failed" and "not an artery/vein label" in rows["02_test"]["note"]
