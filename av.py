@@ -126,7 +126,8 @@ def knudtson(widths, kind):
         raise ValueError(f"kind must be one of {sorted(KNUDTSON_FACTOR)}, not {kind!r}")
     w = sorted((float(x) for x in widths if x is not None and math.isfinite(float(x)) and float(x) > 0), reverse=True)
     if len(w) < KNUDTSON_COUNT:
-        return None, f"{len(w)} {kind} segments with a width crossing zone B; Knudtson's formula needs {KNUDTSON_COUNT}"
+        return None, (f"{len(w)} {kind} vessel(s) measured crossing zone B; Knudtson's formula needs "
+                      f"{KNUDTSON_COUNT}")
     w = w[:KNUDTSON_COUNT]
     factor = KNUDTSON_FACTOR[kind]
     while len(w) > 1:
@@ -160,7 +161,7 @@ def zone_b_widths(vessels, fov, disc, fov_diameter_px=None):
     diam = fov_diameter(fov) if fov_diameter_px is None else float(fov_diameter_px)
     min_len = MIN_SEGMENT_FRACTION * diam
     _, segments, _ = measure_mask(inside, ring, min_segment_px=min_len, fov_diameter_px=diam)
-    pieces, n = ndi.label(inside, structure=np.ones((3, 3)))
+    pieces, _ = ndi.label(inside, structure=np.ones((3, 3)))
     per_piece = {}
     for seg in segments:
         if seg.calibre is None or len(seg.points) == 0:

@@ -15,8 +15,8 @@ the photograph is first brought to a working scale where D = ``WORK_D`` = 256 px
 4. **The disc region**: around the candidate, the brightness (smoothed at 0.012 D, the dark vessels
    closed over with a 0.03 D grey closing) above the surround (the median of the ring 0.16-0.22 D
    away) by ``REGION_LEVEL`` = 0.3 of the disc's own contrast (its 90th percentile within 0.06 D):
-   the connected region holding the candidate; its centroid is a first centre. **Radius**: the region's edge is unsure
-   (a dim disc has no clear step) while discs vary little in size against the FOV (10th-90th
+   the connected region holding the candidate; its centroid is a first centre. **Radius**: the
+   region's edge is unsure (a dim disc has no clear step) while discs vary little in size against the FOV (10th-90th
    percentile of the references: 0.069-0.086 D on DRIVE, 0.080-0.100 D on DRIONS-DB), so the
    radius of a circle of the region's area (kept within 0.04-0.12 D) is shrunk towards the typical
    ``RADIUS_PRIOR`` = 0.0845 D: exp(w ln r_region + (1 - w) ln r_prior), w = ``RADIUS_WEIGHT`` =
@@ -172,7 +172,7 @@ class DiscNet:
 def find_disc_classical(image, vessels, fov, trace=None):
     """The classical locator (brightness and vessel convergence; the module's docstring, steps 1-6).
     ``trace``: a dict that receives its stages at the working scale (brightness, convergence, score,
-    region) and the working scale itself; the result does not change."""
+    region, the circle fit) and the working scale itself; the result does not change."""
     from scipy import ndimage as ndi
 
     from preprocess import fov_diameter, rescale

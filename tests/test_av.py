@@ -88,7 +88,7 @@ def test_knudtson_pairs_widest_with_narrowest_and_carries_the_middle():
 
 def test_knudtson_with_fewer_than_six_vessels_gives_no_value_and_says_why():
     value, note = av.knudtson([10, 12, None, 14, float("nan"), 9, 11], "vein")
-    assert value is None and "5 vein segments" in note and "needs 6" in note
+    assert value is None and "5 vein vessel(s)" in note and "needs 6" in note
     assert av.avr(None, 10.0) is None
 
 
@@ -135,7 +135,7 @@ def test_a_vessel_branching_in_zone_b_counts_once_with_its_trunk_and_uncertain_p
     widths = av.zone_b_widths(classes == av.ARTERY, fov, DISC)
     assert len(widths) == 1 and widths[0] == pytest.approx(9, abs=1)
     row = av.measure_av(classes, fov, DISC)
-    assert row["crae_px"] is None and "1 artery segments" in row["av_note"] and row["n_veins_zoneB"] == 0
+    assert row["crae_px"] is None and "1 artery vessel(s)" in row["av_note"] and row["n_veins_zoneB"] == 0
     assert row["avr"] is None
 
 
