@@ -46,6 +46,7 @@ AV_VALUES = {BACKGROUND: "background", ARTERY: "artery", VEIN: "vein", UNCERTAIN
 KNUDTSON_FACTOR = {"artery": 0.88, "vein": 0.95}
 KNUDTSON_COUNT = 6
 COUNT_KEYS = ("artery", "vein")
+AV_COLUMNS = ["crae_px", "crve_px", "crae_um", "crve_um", "avr", "n_arteries_zoneB", "n_veins_zoneB", "av_note"]
 
 
 class AVLabelError(ValueError):
@@ -141,9 +142,6 @@ def knudtson(widths, kind):
 def avr(crae, crve):
     """Arteriole-to-venule ratio CRAE / CRVE, or None when either is missing."""
     return crae / crve if crae is not None and crve else None
-
-
-AV_COLUMNS = ["crae_px", "crve_px", "crae_um", "crve_um", "avr", "n_arteries_zoneB", "n_veins_zoneB", "av_note"]
 
 
 def zone_b_widths(vessels, fov, disc, fov_diameter_px=None):

@@ -139,7 +139,3 @@ def centreline_pieces(pred, ref, fov=None):
     _, skel_r = centreline(ref, fov)
     return skel_r & pred, skel_r & ~pred, skel_p & ~ref
 
-
-def error_pieces(pred, ref, fov=None):
-    """(missed, false) centreline pixels (``centreline_pieces`` without the covered ones)."""
-    return centreline_pieces(pred, ref, fov)[1:]

@@ -127,9 +127,9 @@ def test_check_uses_evaluate_metrics(app, drive_src):
     # centreline is missed, red where the model's runs outside the annotation
     assert rows["cldice"] == f"{expect['cldice']:.4f}" and rows["length_error"] == f"{expect['length_error']:+.1%}"
     assert rows["betti0_error"] == f"{expect['betti0_error']:.0f}" and float(rows["cldice"]) > 0.7
-    from topology import error_pieces
+    from topology import centreline_pieces
 
-    missed, false = error_pieces(prob >= seg.threshold, lab, f)
+    _, missed, false = centreline_pieces(prob >= seg.threshold, lab, f)
     blue, red = (lines == (40, 120, 255)).all(-1), (lines == (230, 40, 40)).all(-1)
     assert np.array_equal(blue, missed & ~false) and np.array_equal(red, false) and missed.sum() > 100
     assert (lines[~f] == 0).all() and (lines == 255).all(-1).sum() > 3 * missed.sum()

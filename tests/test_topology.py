@@ -125,7 +125,7 @@ def test_error_pieces_are_the_missed_and_false_centreline():
     pred = ref.copy()
     pred[:, 30:36] = False
     pred[95:100, 20:60] = True
-    missed, false = T.error_pieces(pred, ref)
+    _, missed, false = T.centreline_pieces(pred, ref)
     ys, xs = np.nonzero(missed)
     assert missed.sum() >= 5 and xs.min() >= 30 and xs.max() <= 35 and set(ys) <= {61, 62, 63}
     ys, xs = np.nonzero(false)
