@@ -41,6 +41,7 @@ SHIPPED = {  # file stem -> the name shown in the page
     "UNet_patch_equalized_patch_256_50": "DRIVE, patch method (original)",
     "UNet_fast": "DRIVE, fast",
     "UNet_STARE": "STARE",
+    "UNet_AV": "DRIVE-AV, arteries and veins",
 }
 NOT_VESSEL_MODELS = {"DISC"}  # the optic disc model (disc.py) is not offered as a vessel model
 SAMPLES = [str(HERE / "predict" / "img.png")]
@@ -95,6 +96,10 @@ class Models:
 
     def threshold(self, name):
         return self.get(name).threshold
+
+    def classes(self, name):
+        """"vessel", or "av" for an artery/vein model (inference.Segmenter.classes)."""
+        return self.get(name).classes
 
 
 # --------------------------------------------------------------------------- files and pictures
@@ -247,7 +252,8 @@ def metrics_markdown(rows):
 BATCH_COLUMNS = ["image", "mask", "width", "height", "fov_diameter_px", "vessel_fraction_in_fov", "seconds", "error"]
 # results.csv also has every vessel measurement (measure.py's columns); the page's table shows a few
 MEASURED = [c for c in MEASURE_COLUMNS if c not in ("image", "width_px", "height_px", "fov_diameter_px", "status", "note")]
-RESULT_COLUMNS = BATCH_COLUMNS + ["measure_note"] + MEASURED
+AV_RESULTS = ["av_map", "crae_px", "crve_px", "avr", "n_arteries_zoneB", "n_veins_zoneB", "av_note"]  # A/V models
+RESULT_COLUMNS = BATCH_COLUMNS + ["measure_note"] + MEASURED + AV_RESULTS
 SHOWN_MEASURES = ["centreline_length_px", "mean_calibre_px", "fd_mask", "distance_factor", "n_branch_points"]
 
 
@@ -259,6 +265,31 @@ def measurement_table(row):
         if row.get(key):
             lines.append(f"\n{row[key]}")
     return "\n".join(lines)
+
+
+def av_measures(image, mask, classes, fov, disc=None):
+    """(CRAE, CRVE, AVR row of av.measure_av, disc) of a photograph's vessel mask and artery/vein classes
+    (Segmenter.segment_av) round ``disc`` (a row with disc.py's columns), else the disc found as
+    predict.py --av --measure finds it."""
+    from av import measure_av
+    from disc import find_disc
+
+    disc = find_disc(image, mask, fov) if disc is None else disc
+    return measure_av(classes, fov, disc), disc
+
+
+def av_markdown(row, seconds):
+    """The A/V figures of one photograph as a Markdown table (pixels; units and method in the README)."""
+    def num(v, f):
+        return "–" if v is None else f.format(v)
+    rows = {"CRAE (central retinal arteriolar equivalent)": num(row["crae_px"], "{:.2f} px"),
+            "CRVE (central retinal venular equivalent)": num(row["crve_px"], "{:.2f} px"),
+            "AVR (CRAE / CRVE)": num(row["avr"], "{:.3f}"),
+            "arteries / veins crossing zone B": f"{row['n_arteries_zoneB'] or 0} / {row['n_veins_zoneB'] or 0}",
+            "time (segmenting, classifying, disc, zone B)": f"{seconds:.2f} s"}
+    if row["av_note"]:
+        rows["note"] = row["av_note"]
+    return as_markdown(rows, ("figure", "value"))
 
 
 def batch_summary(rows, total):
@@ -330,6 +361,27 @@ class App:
         row, segs, _ = measure_with_zones(mask, fov, photo=image, fov_source="estimated from the photograph")
         by_calibre, _ = overlays(segs, mask & fov, image, disc=row)
         return measurement_table(row), by_calibre
+
+    def arteries_veins(self, path, model):
+        """-> the photograph with its arteries red and veins blue, the zone B picture (the vessels CRAE and
+        CRVE are made of), a Markdown table (CRAE, CRVE, AVR; av.py), the colour map file."""
+        image = read_upload(path)
+        seg = self.models.get(model)
+        if seg.classes != "av":
+            raise UserError(f"{model} is a vessel-only model: choose an artery/vein model")
+        t0 = time.perf_counter()
+        fov = estimate_fov(image)
+        _, mask, _, classes = seg.segment_av(image, fov)
+        row, disc = av_measures(image, mask, classes, fov)
+        seconds = time.perf_counter() - t0
+        from av import draw_zone_b, to_colour
+
+        colour = to_colour(classes)
+        shown = np.where(classes[..., None] > 0, colour, as_rgb(image)[..., :3])
+        folder = self.outputs.new()
+        av_file = folder / f"{stem(path)}_av.png"
+        write_png(av_file, colour)
+        return shown, draw_zone_b(image, classes, fov, disc), av_markdown(row, seconds), str(av_file)
 
     def explain(self, path, patch_model, whole_model):
         """-> (patch method stages, whole-image method stages, optic disc stages): lists of (image, caption)."""
@@ -470,7 +522,11 @@ class App:
             image = read_image(path, max_pixels=MAX_PIXELS)
             t = {}
             t0 = time.perf_counter()
-            prob, mask = seg.segment(image, threshold=threshold, trace=t)
+            if seg.classes == "av":  # an artery/vein model: its classes too, from the same pass
+                t["fov"] = estimate_fov(image)
+                prob, mask, _, classes = seg.segment_av(image, t["fov"], threshold)
+            else:
+                prob, mask = seg.segment(image, threshold=threshold, trace=t)
             row["seconds"] = f"{time.perf_counter() - t0:.3f}"
         except UserError as exc:
             row["error"] = str(exc).replace(str(path), name)
@@ -485,6 +541,13 @@ class App:
                                             want_segments=False)
         row.update({c: "" if measured[c] is None else f"{measured[c]:.6g}" if isinstance(measured[c], float)
                     else measured[c] for c in MEASURED}, measure_note=measured["note"])
+        if seg.classes == "av":  # an artery/vein model: its colour map and CRAE, CRVE, AVR too
+            from av import to_colour
+
+            av_row, _ = av_measures(image, mask, classes, t["fov"], disc=measured)  # the disc measured round
+            write_png(out / f"{mask_name}_av.png", to_colour(classes))
+            row.update({c: "" if av_row.get(c) is None else f"{av_row[c]:.6g}" if isinstance(av_row[c], float)
+                        else av_row[c] for c in AV_RESULTS}, av_map=f"{mask_name}_av.png")
         return row
 
     def stop(self, folder):
@@ -500,7 +563,8 @@ class App:
         csv_path = out / "results.csv"
         with open(csv_path, newline="") as f:
             rows = list(csv.DictReader(f))
-        members = [m for r in rows if r["mask"] for m in (r["mask"], r["mask"][:-4] + "_prob.png")]
+        members = [m for r in rows if r["mask"] for m in (r["mask"], r["mask"][:-4] + "_prob.png")] + \
+            [r["av_map"] for r in rows if r.get("av_map")]
         zip_path = Path(folder) / "vessel_masks.zip"
 
         def write_zip(tmp):
@@ -589,6 +653,7 @@ def build(app):
     if not names:
         raise UserError(f"no weights files (.onnx or .pth) in {HERE}: export or train a model first")
     default = names[0]
+    av_names = [n for n in names if app.models.classes(n) == "av"]
     patch_names = [n for n in names if "patch" in n.lower()] or names
     whole_names = [n for n in names if "patch" not in n.lower()] or names
 
@@ -687,6 +752,37 @@ def build(app):
             for setting in (model, threshold, tta, bridge):
                 setting.change(settings_changed, [model, threshold, tta, bridge, shown], status, api_name=False,
                                queue=False)
+        with gr.Tab("Arteries and veins"):
+            gr.Markdown("The photograph uploaded in *Segment* (or the sample), its vessels told apart: arteries red, "
+                        "veins blue (each segment between branch points one class), and the summary calibres of "
+                        "Knudtson et al. 2003 from the six widest of each crossing zone B (2 to 3 disc radii from "
+                        "the disc's centre; drawn in full colour). " + ("" if av_names else
+                        "**No artery/vein model beside app.py**: train one with `python train.py --av`."))
+            with gr.Row():
+                av_model = gr.Dropdown(av_names, value=av_names[0] if av_names else None, label="Artery/vein model")
+                av_go = gr.Button("Arteries and veins", variant="primary", elem_id="av_go")
+            av_status = gr.Markdown(elem_id="av_status")
+            with gr.Row():
+                av_map = gr.Image(label="Arteries (red) and veins (blue)", format="png", interactive=False,
+                                  elem_id="av_map")
+                av_zone = gr.Image(label="Zone B and the vessels of CRAE and CRVE", format="png", interactive=False,
+                                   elem_id="av_zone")
+            with gr.Row():
+                av_table = gr.Markdown(elem_id="av_table")
+                av_file = gr.File(label="Artery/vein map (PNG: red, blue)", elem_id="av_file")
+
+            def arteries_veins(photograph, model, request: gr.Request):
+                with notes.kept(request):
+                    if not model:
+                        raise UserError("no artery/vein model beside app.py: train one with python train.py --av")
+                    out = app.arteries_veins(photograph or SAMPLES[0], model)
+                return (*out, f"**{Path(photograph or SAMPLES[0]).name}**: arteries and veins by {model}.")
+
+            av_outputs = [av_map, av_zone, av_table, av_file, av_status]
+            step = av_go.click(lambda p: [None] * 4 + [f"Working on {Path(p or SAMPLES[0]).name} ..."], photo,
+                               av_outputs, queue=False, api_name=False) \
+                .then(arteries_veins, [photo, av_model], av_outputs, api_name="arteries_veins")
+            step.failure(failed("tell the arteries from the veins of"), photo, av_status, api_name=False)
         with gr.Tab("How it works"):
             gr.Markdown("Every stage of the two methods on your photograph (the one uploaded in *Segment*, or "
                         "the sample), computed by the same code as the segmentation itself.")

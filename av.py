@@ -6,6 +6,14 @@ al. 2018; as re-encoded by Zhou et al. 2021): one channel, 0 background, 1 arter
 uncertain (crossings, vessels whose kind the annotator could not tell): vessel, but neither artery
 nor vein. A predicted map uses 0, 1, 2 (a model does not predict "uncertain").
 
+**The model's outputs** (``classify``, ``kind_probabilities``): the artery/vein network (train.py
+--av) gives two maps: the vessel probability (the vessel map, thresholded as a vessel model's) and
+the probability that a vessel pixel is an artery rather than a vein. A pixel of the vessel mask is
+an artery where that probability is at least 0.5, else a vein; per-class probabilities are
+vessel x artery-given-vessel and vessel x (1 - it). The colour picture (``to_colour``) follows the
+RITE convention: arteries red, veins blue (uncertain, only in labels: white); ``from_colour``
+reads it back, so measure.py takes either.
+
 **Scoring** (``av_counts`` per image, ``av_scores`` of the pooled counts; pixels inside the FOV,
 pooled over the images as the vessel metrics are):
 
@@ -49,6 +57,9 @@ COUNT_KEYS = ("artery", "vein")
 AV_COLUMNS = ["crae_px", "crve_px", "crae_um", "crve_um", "avr", "n_arteries_zoneB", "n_veins_zoneB", "av_note"]
 
 
+COLOURS = {ARTERY: (255, 0, 0), VEIN: (0, 0, 255), UNCERTAIN: (255, 255, 255)}  # RITE: red, blue
+
+
 class AVLabelError(ValueError):
     """A file that is not an artery/vein label of this layout."""
 
@@ -61,6 +72,82 @@ def check_av_label(arr, name="label"):
     if unknown:
         raise AVLabelError(f"{name}: not an artery/vein label (values {AV_VALUES}); found {unknown[:5]}")
     return arr.astype(np.uint8)
+
+
+def classify(vessels, p_artery):
+    """The class map (0 background, 1 artery, 2 vein) of a boolean vessel mask and the model's
+    artery-given-vessel probability map."""
+    vessels = np.asarray(vessels, bool)
+    return np.where(vessels, np.where(np.asarray(p_artery) >= 0.5, ARTERY, VEIN), BACKGROUND).astype(np.uint8)
+
+
+def vote_segments(vessels, p_artery):
+    """The class map of a vessel mask where every vessel segment between branch points takes one
+    class: the mean artery-given-vessel probability of its pixels. Segments are the pieces of the
+    mask's skeleton (``skimage.morphology.skeletonize``) left when the branch and crossing points
+    (skeleton pixels with 3 or more skeleton neighbours) and their 8 neighbours are taken out; every
+    vessel pixel belongs to its nearest piece (``scipy.ndimage.distance_transform_edt``). A crossing
+    thus cannot carry one vessel's class into the other half way along, the error pixel-wise
+    labelling makes where an artery crosses a vein."""
+    from scipy import ndimage as ndi
+    from skimage.morphology import skeletonize
+
+    vessels = np.asarray(vessels, bool)
+    skeleton = skeletonize(vessels)
+    neighbours = ndi.convolve(skeleton.astype(np.uint8), np.ones((3, 3), np.uint8), mode="constant") - skeleton
+    junctions = ndi.binary_dilation(skeleton & (neighbours >= 3), structure=np.ones((3, 3), bool))
+    pieces, n = ndi.label(skeleton & ~junctions, structure=np.ones((3, 3), int))
+    if n == 0:
+        return classify(vessels, p_artery)
+    _, (iy, ix) = ndi.distance_transform_edt(pieces == 0, return_indices=True)
+    owner = np.where(vessels, pieces[iy, ix], 0).ravel()
+    total = np.bincount(owner, weights=np.asarray(p_artery, np.float64).ravel(), minlength=n + 1)
+    mean = total / np.maximum(np.bincount(owner, minlength=n + 1), 1)
+    return classify(vessels, mean[owner].reshape(vessels.shape))
+
+
+def assign(vessels, p_artery, vote=True):
+    """The class map the artery/vein model gives a vessel mask: segment by segment (``vote_segments``),
+    or pixel by pixel (``classify``) with ``vote`` False."""
+    return vote_segments(vessels, p_artery) if vote else classify(vessels, p_artery)
+
+
+def kind_probabilities(p_vessel, p_artery):
+    """(artery, vein) probability maps: vessel x artery-given-vessel, vessel x (1 - it)."""
+    p_vessel, p_artery = np.asarray(p_vessel, np.float32), np.asarray(p_artery, np.float32)
+    return p_vessel * p_artery, p_vessel * (1 - p_artery)
+
+
+def to_colour(classes):
+    """RGB uint8 picture of a class map: arteries red, veins blue, uncertain white, background black."""
+    classes = np.asarray(classes)
+    rgb = np.zeros(classes.shape + (3,), np.uint8)
+    for k, colour in COLOURS.items():
+        rgb[classes == k] = colour
+    return rgb
+
+
+def from_colour(rgb, name="map"):
+    """The class map of a ``to_colour`` picture (pure red, blue, white, black); AVLabelError for any
+    other colour."""
+    rgb = np.asarray(rgb)[..., :3]
+    classes = np.zeros(rgb.shape[:2], np.uint8)
+    known = np.all(rgb == 0, axis=-1)
+    for k, colour in COLOURS.items():
+        hit = np.all(rgb == colour, axis=-1)
+        classes[hit] = k
+        known |= hit
+    if not known.all():
+        y, x = np.argwhere(~known)[0]
+        raise AVLabelError(f"{name}: not an artery/vein map (red arteries, blue veins, white uncertain, black "
+                           f"background); pixel ({x}, {y}) is {tuple(int(v) for v in rgb[y, x])}")
+    return classes
+
+
+def read_classes(arr, name="map"):
+    """Class indices from what a file holds: one channel of av.py's values, or a ``to_colour`` picture."""
+    arr = np.asarray(arr)
+    return from_colour(arr, name) if arr.ndim == 3 else check_av_label(arr, name)
 
 
 def _confusion(truth, pred):
@@ -147,6 +234,12 @@ def avr(crae, crve):
 def zone_b_widths(vessels, fov, disc, fov_diameter_px=None):
     """The width (px) of every vessel of one kind (bool ``vessels``) crossing zone B of ``disc`` (a dict
     with disc_x_px, disc_y_px, disc_radius_px) inside ``fov``: a list, one value per vessel."""
+    return [w for w, _ in zone_b_vessels(vessels, fov, disc, fov_diameter_px)[0]]
+
+
+def zone_b_vessels(vessels, fov, disc, fov_diameter_px=None):
+    """([(width, piece number)] of every vessel of one kind crossing zone B, the pieces' label image):
+    what ``zone_b_widths`` measures, with where each vessel is (for drawing the ones used)."""
     from scipy import ndimage as ndi
 
     from morphometry import MIN_SEGMENT_FRACTION, fov_diameter, measure_mask, zone_masks
@@ -155,7 +248,7 @@ def zone_b_widths(vessels, fov, disc, fov_diameter_px=None):
     ring = zone_masks(fov.shape, disc)["zoneB"] & fov
     inside = np.asarray(vessels, bool) & ring
     if not inside.any():
-        return []
+        return [], np.zeros(fov.shape, np.int32)
     diam = fov_diameter(fov) if fov_diameter_px is None else float(fov_diameter_px)
     min_len = MIN_SEGMENT_FRACTION * diam
     _, segments, _ = measure_mask(inside, ring, min_segment_px=min_len, fov_diameter_px=diam)
@@ -168,11 +261,34 @@ def zone_b_widths(vessels, fov, disc, fov_diameter_px=None):
         k = int(pieces[min(max(y, 0), fov.shape[0] - 1), min(max(x, 0), fov.shape[1] - 1)])
         if k:
             per_piece.setdefault(k, []).append((seg.length, seg.calibre))
-    widths = []
-    for segs in per_piece.values():
+    found = []
+    for k, segs in per_piece.items():
         long_enough = [c for length, c in segs if length >= min_len]
-        widths.append(max(long_enough) if long_enough else max(segs)[1])
-    return widths
+        found.append((max(long_enough) if long_enough else max(segs)[1], k))
+    return found, pieces
+
+
+def draw_zone_b(photo, classes, fov, disc):
+    """A picture of what CRAE and CRVE are made of: the photograph darkened, zone B's two circles (2
+    and 3 disc radii), arteries red and veins blue (pale), and the vessels Knudtson's formula uses
+    (the six widest of each kind crossing zone B) in full colour."""
+    import cv2
+
+    photo = np.asarray(photo)
+    rgb = (np.dstack([photo] * 3) if photo.ndim == 2 else photo[..., :3]).astype(np.float32) * 0.45
+    classes = np.asarray(classes)
+    for k in (ARTERY, VEIN):
+        rgb[classes == k] = 0.45 * np.array(COLOURS[k]) + 0.3 * rgb[classes == k]
+    if disc and disc.get("disc_found"):
+        for k in (ARTERY, VEIN):
+            found, pieces = zone_b_vessels(classes == k, fov, disc)
+            used = [n for _, n in sorted(found, reverse=True)[:KNUDTSON_COUNT]]
+            rgb[np.isin(pieces, used) & (pieces > 0)] = COLOURS[k]
+        centre = (int(round(disc["disc_x_px"])), int(round(disc["disc_y_px"])))
+        thick = max(1, round(photo.shape[1] / 500))
+        for m in (2, 3):
+            cv2.circle(rgb, centre, int(round(m * disc["disc_radius_px"])), (255, 255, 0), thick, cv2.LINE_AA)
+    return np.clip(rgb, 0, 255).astype(np.uint8)
 
 
 def measure_av(classes, fov, disc, um_per_px=None):

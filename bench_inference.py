@@ -5,7 +5,8 @@
 
 Each configuration runs in a fresh process (so peak RSS is its own); the image is synthetic
 (a DRIVE test image resized, or a generated disc when DRIVE is absent), already in memory, and the
-model already loaded: the time is the in-process segmentation time only.
+model already loaded: the time is the in-process segmentation time only (for an artery/vein model,
+``--weights UNet_AV.onnx``: the vessel map and every vessel pixel's class, as predict.py --av).
 """
 import argparse
 import json
@@ -37,10 +38,11 @@ if image:
 else:
     yy, xx = np.mgrid[:h, :w]
     img = np.where((yy - h / 2) ** 2 + (xx - w / 2) ** 2 < (0.46 * min(h, w)) ** 2, 140, 3).astype(np.uint8)
-seg.segment(img)
+run = seg.segment_av if seg.classes == "av" else seg.segment  # an artery/vein model: vessels and their classes
+run(img)
 times = []
 for _ in range(repeats):
-    t = time.perf_counter(); seg.segment(img); times.append(time.perf_counter() - t)
+    t = time.perf_counter(); run(img); times.append(time.perf_counter() - t)
 print(json.dumps({{"median_s": statistics.median(times), "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                   "torch_loaded": "torch" in sys.modules}}))
 """

@@ -31,6 +31,7 @@ class Sample:
     image: np.ndarray  # uint8 HxW or HxWx3
     label: np.ndarray  # bool HxW
     fov: np.ndarray  # bool HxW
+    classes: np.ndarray = None  # uint8 HxW artery/vein classes (av.py) where the dataset has label_av/
 
 
 def pair_files(folder, require_mask=False):
@@ -72,9 +73,30 @@ def load_sample(image_path, label_path, mask_path=None):
     return Sample(stem(image_path), image, label, fov)
 
 
-def load_split(root, dataset, split):
-    """All samples of ``ROOT/DATASET/SPLIT``."""
-    return [load_sample(*paths) for paths in pair_files(split_dir(root, dataset, split))]
+def load_split(root, dataset, split, av=False):
+    """All samples of ``ROOT/DATASET/SPLIT``; with ``av``, each with its artery/vein classes from
+    ``label_av/`` (prepare_data.py writes them for DRIVE-AV and LES-AV)."""
+    folder = split_dir(root, dataset, split)
+    samples = [load_sample(*paths) for paths in pair_files(folder)]
+    if av:
+        for s in samples:
+            s.classes = read_av_label(folder / "label_av" / f"{s.name}.png", s.label.shape)
+    return samples
+
+
+def read_av_label(path, shape=None):
+    """An artery/vein label (av.py's values) of an image of ``shape`` (if given), or one UserError line."""
+    from av import AVLabelError, check_av_label
+
+    if not Path(path).is_file():
+        raise UserError(f"{path} not found: artery/vein labels come from prepare_data.py --dataset DRIVE-AV or LES-AV")
+    try:
+        classes = check_av_label(read_image(path), str(path))
+    except AVLabelError as exc:
+        raise UserError(str(exc)) from None
+    if shape is not None and classes.shape != tuple(shape):
+        raise UserError(f"{path} does not have the size of its image")
+    return classes
 
 
 # --------------------------------------------------------------------------- patches

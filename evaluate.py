@@ -19,6 +19,14 @@ and of the numbers of branch and end points, Betti-0/1 errors; per image on the 
 summary pooled over the images), for the model and for the second observer alike.
 
     python evaluate.py --split val --weights f0.pth      # the images f0.pth held out for validation
+
+With --av (an artery/vein model, or --pred maps with NAME_av.png beside them; a set with artery/vein
+labels, prepare_data.py --dataset DRIVE-AV or LES-AV), arteries and veins are scored as well (av.py:
+per class F1, sensitivity and specificity over the FOV with uncertain pixels left out, the vessel F1
+of the union, the classification accuracy on the annotated artery/vein pixels the model finds and on
+the annotation's centreline; pixels pooled): OUT/av_per_image.csv and "av" in summary.json.
+
+    python evaluate.py --dataset DRIVE-AV --weights UNet_AV.onnx --av
 """
 import argparse
 import json
@@ -30,7 +38,7 @@ from tqdm import tqdm
 
 import distributed
 from cli import UserError, add_dataset_args, bounded, run_main, writable_dir
-from dataset import load_sample, pair_files, split_dir
+from dataset import load_sample, pair_files, read_av_label, split_dir
 from imio import atomic_replace, read_mask, read_probability, write_csv
 from metrics import all_metrics, binary_metrics, pooled
 from postprocess import add_postprocess_args, vessel_mask
@@ -137,6 +145,47 @@ def validation_split(root, weights):
     return validation_samples(root, ck["info"], ck["preprocess"])
 
 
+AV_ORDER = ["artery_f1", "vein_f1", "artery_sensitivity", "vein_sensitivity", "artery_specificity",
+            "vein_specificity", "vessel_f1", "accuracy_found", "accuracy_centreline"]
+
+
+def av_labels(root, datasets, split, samples):
+    """Attach each sample's artery/vein label (``label_av/`` of the first of ``datasets`` that has it)."""
+    for s in samples:
+        folders = [split_dir(root, d, split) / "label_av" for d in datasets]
+        found = [f / f"{s.name}.png" for f in folders if (f / f"{s.name}.png").is_file()]
+        s.classes = read_av_label(found[0] if found else folders[0] / f"{s.name}.png", s.label.shape)
+
+
+def av_evaluate(samples, classes):
+    """Pooled artery/vein scores (av.av_scores) of the class maps ``classes``, and one row per image."""
+    from av import add_counts, av_counts, av_scores
+
+    total, rows = None, []
+    for s, c in zip(samples, classes):
+        counts = av_counts(s.classes, c, s.fov)
+        total = add_counts(total, counts)
+        rows.append({"image": s.name, **{k: _round(v) for k, v in av_scores(counts).items()}})
+    return av_scores(total), rows
+
+
+def read_av_map(folder, name, shape):
+    """``NAME_av.png`` from a --pred folder (predict.py --av's colour map, or class indices)."""
+    from av import AVLabelError, read_classes
+    from imio import read_image
+
+    path = Path(folder) / f"{name}_av.png"
+    if not path.is_file():
+        raise UserError(f"no artery/vein map for {name} in {folder} (expected {name}_av.png, as predict.py --av writes)")
+    try:
+        classes = read_classes(read_image(path), str(path))
+    except AVLabelError as exc:
+        raise UserError(str(exc)) from None
+    if classes.shape != shape:
+        raise UserError(f"{path} is {classes.shape[1]}x{classes.shape[0]}, its test image is {shape[1]}x{shape[0]}")
+    return classes
+
+
 def table(title, rows, keys, fmt):
     print(f"\n{title}")
     print("| " + " | ".join(["row"] + keys) + " |")
@@ -162,6 +211,10 @@ def main(argv=None):
                    help="threshold, 0 < T < 1 (default: the one stored in the weights; 0.5 with --pred)")
     add_postprocess_args(p)
     p.add_argument("--tta", action="store_true", help="test-time flip augmentation")
+    p.add_argument("--av", action="store_true",
+                   help="also score arteries and veins (see above; labels in DATASET/SPLIT/label_av)")
+    p.add_argument("--av-pixels", action="store_true",
+                   help="with --av: the model classifies pixel by pixel instead of segment by segment")
     p.add_argument("--detail", type=bounded(float, 1, 4), default=None,
                    help="working scale for photographs larger than the training scale (see predict.py --help; "
                         "default: the model's own)")
@@ -178,6 +231,13 @@ def main(argv=None):
         samples = [load_sample(*t) for t in pair_files(split_dir(args.root, args.dataset, args.split), require_mask=True)]
     if args.limit:
         samples = samples[: args.limit]
+    if args.av:
+        datasets = [args.dataset]
+        if args.split == "val":
+            from unet import read_checkpoint
+
+            datasets = read_checkpoint(args.weights)["info"]["trained_on"].split("+")
+        av_labels(args.root, datasets, "train" if args.split == "val" else args.split, samples)
     source = args.pred or args.weights
     out = writable_dir(args.out or Path("eval") / f"{args.dataset}_{Path(source.rstrip('/')).stem}")
     t0 = time.perf_counter()
@@ -185,12 +245,15 @@ def main(argv=None):
         probs = [read_prob_map(args.pred, s.name, s.label.shape) for s in samples]
         threshold = 0.5 if args.threshold is None else args.threshold
         method, detail = "external", None
+        classes = [read_av_map(args.pred, s.name, s.label.shape) for s in samples] if args.av else None
     else:
         from inference import Segmenter
 
         seg = Segmenter.from_file(args.weights, flip=args.tta, device=args.device, detail=args.detail)
         threshold = seg.threshold if args.threshold is None else args.threshold
         method, detail = seg.pre["method"], seg.detail
+        if args.av and seg.classes != "av":
+            raise UserError(f"{args.weights} is a vessel-only model: --av needs an artery/vein model (train.py --av)")
         if seg.needs_colour:  # a benchmark figure from gray images would silently be another model's
             from dataset import check_colour
 
@@ -199,7 +262,7 @@ def main(argv=None):
         # under torchrun each process segments every WORLD_SIZE-th image; rank 0 pools them all
         rank, size, _ = distributed.world()
         mine = list(range(len(samples)))[rank::size]
-        part = [(i, seg.probability(samples[i].image, samples[i].fov))
+        part = [(i, seg.maps(samples[i].image, samples[i].fov) if args.av else seg.probability(samples[i].image, samples[i].fov))
                 for i in tqdm(mine, desc="segmenting", disable=None if rank == 0 else True, file=sys.stderr)]
         distributed.init(None)
         parts = distributed.gather(part)
@@ -208,6 +271,14 @@ def main(argv=None):
             return
         by_index = dict(item for chunk in parts for item in chunk)
         probs = [by_index[i] for i in range(len(samples))]
+        classes = None
+        if args.av:  # the vessel mask as predict.py makes it, classified as predict.py --av does
+            from av import assign
+
+            masks = [vessel_mask(m[0], threshold, fov_diameter(s.fov), args.bridge, args.min_fragment)
+                     for s, m in zip(samples, probs)]
+            classes = [assign(mk, m[1], not args.av_pixels) for mk, m in zip(masks, probs)]
+            probs = [m[0] for m in probs]
     seconds = time.perf_counter() - t0
     summary, rows, (y, pp) = evaluate(samples, probs, threshold, args.bridge, args.min_fragment)
     human, human_rows = human_reference(args.root, args.dataset, samples) if args.split == "test" else None, []
@@ -215,12 +286,19 @@ def main(argv=None):
         human, human_rows = human
 
     write_csv(out / "per_image.csv", rows + human_rows, ["image", "rater"] + ORDER + TOPOLOGY)
+    av_summary = None
+    if args.av:
+        av_summary, av_rows = av_evaluate(samples, classes)
+        write_csv(out / "av_per_image.csv", av_rows, ["image"] + AV_ORDER)
     keep = ORDER + TOPOLOGY
     report = {"dataset": args.dataset, "split": args.split, "images": len(samples), "source": source,
               "method": method, "threshold": threshold, "bridge": args.bridge, "min_fragment": args.min_fragment, "tta": args.tta, "detail": detail, "seconds": round(seconds, 2),
               "metrics": {k: None if summary[k] is None else round(summary[k], 4) for k in keep},
               "second_observer": {k: None if v is None else round(v, 4) for k, v in human.items()} if human else None,
               "topology": topology.__doc__.split("\n\n")[1].replace("\n", " ")}
+    if av_summary is not None:
+        report["av"] = {k: _round(av_summary[k]) for k in AV_ORDER}
+        report["av_classified"] = "pixel by pixel" if args.av_pixels else "segment by segment"
     atomic_replace(out / "summary.json", lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2)), suffix=".json")
     save_curves(y, pp, out, f"{args.dataset} {args.split}: {Path(source.rstrip('/')).stem}", summary)
 
@@ -232,7 +310,10 @@ def main(argv=None):
     table("pixels", named, ORDER, lambda v: "-" if v is None else f"{v:.4f}")
     table("topology (per image on the whole FOV; counts pooled, Betti errors averaged over the images)", named, TOPOLOGY,
           lambda v: "-" if v is None else f"{v:.4f}")
-    print(f"wrote {out}/per_image.csv, summary.json, roc.png, pr.png")
+    if av_summary is not None:
+        table("arteries and veins (uncertain pixels left out; accuracy on the annotated artery/vein pixels found)",
+              [(Path(source).stem, av_summary)], AV_ORDER, lambda v: "-" if v is None else f"{v:.4f}")
+    print(f"wrote {out}/per_image.csv, summary.json, roc.png, pr.png" + (", av_per_image.csv" if args.av else ""))
 
 
 if __name__ == "__main__":

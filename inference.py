@@ -86,10 +86,10 @@ def _starts(length, window, stride):
 
 def tiled_predict(net, image, window, margin=None, stride=None, window_fn=None, soft=False, batch=1, flip=False,
                   fixed_window=False, trace=None):
-    """Probability map (float32 HxW) of a uint8 gray image (HxW, or HxWxC: C input channels) by
-    sliding-window inference.
+    """Probability map (float32 HxW; K x H x W for a network of K > 1 outputs) of a uint8 gray image
+    (HxW, or HxWxC: C input channels) by sliding-window inference.
 
-    net: the network call (``unet.TorchNet``/``onnx_model.OnnxNet``: float32 NxCxHxW -> Nx1xHxW
+    net: the network call (``unet.TorchNet``/``onnx_model.OnnxNet``: float32 NxCxHxW -> NxKxHxW
     probabilities).
 
     window: tile side; margin: context discarded at each tile side (hard blending);
@@ -119,7 +119,7 @@ def tiled_predict(net, image, window, margin=None, stride=None, window_fn=None, 
     ys, xs = _starts(ph, th, stride), _starts(pw, tw, stride)
     wy = {y: window_weight(th, margin, soft, y == 0, y + th >= ph) for y in ys}
     wx = {x: window_weight(tw, margin, soft, x == 0, x + tw >= pw) for x in xs}
-    acc = np.zeros((ph, pw), np.float32)
+    acc = None  # K x H x W, once the network's number of outputs K is known
     norm = np.zeros((ph, pw), np.float32)
     coords = [(y, x) for y in ys for x in xs]
     for i in range(0, len(coords), batch):
@@ -133,16 +133,22 @@ def tiled_predict(net, image, window, margin=None, stride=None, window_fn=None, 
         prob = net(xb)
         if flip:
             prob = 0.5 * (prob + net(np.ascontiguousarray(xb[..., ::-1]))[..., ::-1])
-        prob = prob[:, 0]
-        if trace is not None:
-            trace.extend((y, x, t, p) for (y, x), t, p in zip(chunk, tiles, prob))
+        if trace is not None:  # the first output (vessels) of each window
+            trace.extend((y, x, t, p[0]) for (y, x), t, p in zip(chunk, tiles, prob))
         if len(coords) == 1:  # one window: nothing to blend
-            return np.ascontiguousarray(prob[0, :h, :w])
+            return _outputs(np.ascontiguousarray(prob[0, :, :h, :w]))
+        if acc is None:
+            acc = np.zeros((prob.shape[1], ph, pw), np.float32)
         for (y, x), p in zip(chunk, prob):
             weight = np.outer(wy[y], wx[x]).astype(np.float32)
-            acc[y:y + th, x:x + tw] += p * weight
+            acc[:, y:y + th, x:x + tw] += p * weight
             norm[y:y + th, x:x + tw] += weight
-    return (acc / norm)[:h, :w]
+    return _outputs((acc / norm)[:, :h, :w])
+
+
+def _outputs(maps):
+    """K x H x W maps as tiled_predict returns them: H x W for a one-output (vessel) network."""
+    return maps[0] if maps.shape[0] == 1 else maps
 
 
 def load_net(path, hint="", device="cpu"):
@@ -197,6 +203,12 @@ class Segmenter:
         net, meta = load_net(path, hint, device)
         return cls(net, meta["preprocess"], meta["threshold"], **kw)
 
+    @property
+    def classes(self):
+        """What the network's outputs are: "vessel" (one map), or "av" (vessel, and artery given
+        vessel: an artery/vein model, av.py)."""
+        return self.pre.get("classes", "vessel")
+
     def probability(self, image, fov=None, trace=None):
         """Vessel probability in [0, 1], float32, same height/width as ``image``; 0 outside the FOV.
 
@@ -205,6 +217,12 @@ class Segmenter:
         windows, blended map, the map at the photograph's size, FOV) for the step-by-step view; the
         result does not change.
         """
+        return self.maps(image, fov, trace)[0]
+
+    def maps(self, image, fov=None, trace=None):
+        """Every output of the network, as ``probability`` makes the first: float32 K x H x W in [0, 1],
+        0 outside the FOV (K = 1 for a vessel model; the artery/vein model's second map is the
+        probability that a vessel pixel is an artery)."""
         image = as_image(image)
         if fov is None:
             fov = estimate_fov(image)
@@ -236,17 +254,21 @@ class Segmenter:
                 trace.update(scale=scale, resized=scaled, enhanced=work, windows=windows, window=self.tile)
         else:
             raise ValueError(f"unknown method {self.pre['method']!r}")
+        maps = prob[None] if prob.ndim == 2 else prob
         if trace is not None:
-            trace.update(gray=gray, blended=prob.copy(), fov=fov, method=self.pre["method"])
-        if self.pre["method"] == "whole":
-            prob = upsample_map(prob, (w, h))
-        elif prob.shape != (h, w):  # the patch method resizes back as the original did
-            prob = cv2.resize(prob, (w, h), interpolation=cv2.INTER_LINEAR)
-        prob = np.clip(prob, 0.0, 1.0)
+            trace.update(gray=gray, blended=maps[0].copy(), fov=fov, method=self.pre["method"])
+        outs = []
+        for m in maps:
+            if self.pre["method"] == "whole":
+                m = upsample_map(m, (w, h))
+            elif m.shape != (h, w):  # the patch method resizes back as the original did
+                m = cv2.resize(m, (w, h), interpolation=cv2.INTER_LINEAR)
+            outs.append(np.clip(m, 0.0, 1.0))
+        out = outs[0][None] if len(outs) == 1 else np.stack(outs)  # one map: no copy (8-megapixel memory)
         if trace is not None:
-            trace["full"] = prob.copy()  # the photograph's size, before the FOV is cleared
-        prob[~fov] = 0.0
-        return prob
+            trace["full"] = out[0].copy()  # the photograph's size, before the FOV is cleared
+        out[:, ~fov] = 0.0
+        return out
 
     def segment(self, image, fov=None, threshold=None, trace=None):
         """(probability map, boolean vessel mask) for one image; ``threshold`` overrides the stored one."""
@@ -256,11 +278,28 @@ class Segmenter:
         prob = self.probability(image, fov, trace)
         return prob, self.mask(prob, fov, threshold)
 
+    def segment_av(self, image, fov=None, threshold=None, vote=True):
+        """An artery/vein model's (vessel probability, vessel mask, artery-given-vessel probability,
+        class map 0/1/2: av.assign, segment by segment unless ``vote`` is False)."""
+        from av import assign
+
+        image = as_image(image)
+        if fov is None:
+            fov = estimate_fov(image)
+        maps = self.maps(image, fov)
+        if len(maps) < 2:
+            raise UserError("a vessel-only model: arteries and veins need an artery/vein model (train.py --av)")
+        mask = self.mask(maps[0], fov, threshold)
+        return maps[0], mask, maps[1], assign(mask, maps[1], vote)
+
     def mask(self, prob, fov, threshold=None):
         """The vessel mask of a map: ``postprocess.vessel_mask`` at the stored threshold (or
         ``threshold``), with this Segmenter's bridging and speck removal."""
         return vessel_mask(prob, self.threshold if threshold is None else threshold, fov_diameter(np.asarray(fov, bool)),
                            self.bridge, self.min_fragment)
+
+
+AV_WEIGHTS = "UNet_AV.onnx"  # the artery/vein model predict.py --av uses unless --weights says otherwise
 
 
 def prediction_main(default_weights, doc, train_hint):
@@ -290,9 +329,17 @@ def prediction_main(default_weights, doc, train_hint):
         p.add_argument("--input", default=None,
                        help="an image or a folder of images (default: predict/img.png -> result/res.png)")
         p.add_argument("--output", default="result", help="output folder (default: %(default)s)")
-        p.add_argument("--weights", default=default_weights,
+        p.add_argument("--weights", default=None,
                        help="model file: .onnx runs through ONNX Runtime without PyTorch, .pth through PyTorch "
-                            "(default: %(default)s, exported from " + default_weights[:-5] + ".pth)")
+                            f"(default: {default_weights}, exported from {default_weights[:-5]}.pth; with --av: "
+                            f"{AV_WEIGHTS})")
+        p.add_argument("--av", action="store_true",
+                       help="also tell arteries from veins (an artery/vein model, train.py --av): NAME_av.png, the "
+                            "vessels coloured arteries red, veins blue (RITE's colours), each segment between branch "
+                            "points one class; with --prob NAME_artery_prob.png and NAME_vein_prob.png; with "
+                            "--measure CRAE, CRVE, AVR and the artery- and vein-only measures")
+        p.add_argument("--av-pixels", action="store_true",
+                       help="with --av: classify pixel by pixel instead of segment by segment")
         p.add_argument("--prob", action="store_true",
                        help="also write NAME_prob.png, the probability map as a 16-bit PNG (0-65535 = 0-1)")
         p.add_argument("--threshold", type=bounded(float, 0, 1, lo_open=True, hi_open=True), default=None,
@@ -315,6 +362,8 @@ def prediction_main(default_weights, doc, train_hint):
         add_scale_args(p)
         distributed.add_device_arg(p)
         args = p.parse_args(argv)
+        if args.weights is None:
+            args.weights = AV_WEIGHTS if args.av else default_weights
 
         rank, size, _ = distributed.world()
         out_dir = Path(args.output)
@@ -336,14 +385,20 @@ def prediction_main(default_weights, doc, train_hint):
         if not jobs[0][0].exists() and args.input is None:
             raise UserError(f"{jobs[0][0]} not found: put the image to segment there, or pass --input FILE_OR_DIR")
         writable_dir(out_dir)
-        seg = Segmenter.from_file(args.weights, hint=train_hint, device=args.device, rescale=not args.no_rescale,
+        hint = train_hint if args.weights != AV_WEIGHTS else \
+            " (export it from UNet_AV.pth with: python export_onnx.py UNet_AV.pth; train with: python train.py --av)"
+        seg = Segmenter.from_file(args.weights, hint=hint, device=args.device, rescale=not args.no_rescale,
                                   flip=args.tta, detail=args.detail, bridge=args.bridge,
                                   min_fragment=args.min_fragment)
         if args.threshold is not None:
             seg.threshold = args.threshold
+        if args.av and seg.classes != "av":
+            raise UserError(f"{args.weights} is a vessel-only model: --av needs an artery/vein model ({AV_WEIGHTS}, or "
+                            f"train one with: python train.py --av --dataset DRIVE-AV)")
 
         def done_before(dst):
             return dst.is_file() and (not args.prob or dst.with_name(dst.stem + "_prob.png").is_file()) and \
+                (not args.av or dst.with_name(dst.stem + "_av.png").is_file()) and \
                 (not args.measure or read_json(image_files(out_dir, dst.stem)["json"]) is not None) and \
                 (not args.disc or read_disc_json(out_dir / f"{dst.stem}_disc.json") is not None)
 
@@ -363,7 +418,11 @@ def prediction_main(default_weights, doc, train_hint):
                          f"colour photographs, and sees the gray level instead (results may be a little worse)")
                     warned_gray = True
                 t0 = time.perf_counter()
-                prob, mask = seg.segment(image)
+                fov = estimate_fov(image)
+                if args.av:
+                    prob, mask, p_artery, classes = seg.segment_av(image, fov, vote=not args.av_pixels)
+                else:
+                    (prob, mask), classes = seg.segment(image, fov), None
                 times.append(time.perf_counter() - t0)
             except UserError as exc:
                 if single:
@@ -377,13 +436,20 @@ def prediction_main(default_weights, doc, train_hint):
                 write_png(dst, mask)
                 if args.prob:
                     write_probability(dst.with_name(dst.stem + "_prob.png"), prob)
-                fov = estimate_fov(image) if args.disc or args.measure else None
+                if args.av:
+                    from av import kind_probabilities, to_colour
+
+                    write_png(dst.with_name(dst.stem + "_av.png"), to_colour(classes))
+                    if args.prob:
+                        for kind, p_kind in zip(("artery", "vein"), kind_probabilities(prob, p_artery)):
+                            write_probability(dst.with_name(f"{dst.stem}_{kind}_prob.png"), p_kind)
                 disc = find_disc(image, mask, fov) if args.disc else None  # found once, for both
                 if args.disc:
                     write_disc_json(out_dir / f"{dst.stem}_disc.json", dst.stem, disc)
                 if args.measure:
                     measure_and_write(dst.stem, mask, out_dir, fov=fov, fov_source="estimated from the photograph",
-                                      photo=image, disc=disc, um_per_px=args.um_per_px, fov_degrees=args.fov_degrees,
+                                      photo=image, disc=disc, av_classes=classes, um_per_px=args.um_per_px,
+                                      fov_degrees=args.fov_degrees,
                                       min_segment_px=args.min_segment, segments=args.segments, overlay=args.overlay)
             except OSError as exc:
                 raise UserError(f"cannot write {dst}: {exc.strerror or exc}") from None

@@ -88,3 +88,22 @@ class CEDiceLoss(nn.Module):
         for weight, term in self.extra:
             loss = loss + weight * term(logits, target)
         return loss
+
+
+class ArteryVeinLoss(nn.Module):
+    """The loss of the artery/vein model (two outputs; av.py): ``vessel_loss`` (a ``CEDiceLoss``) on
+    the first, the vessel map, against every annotated vessel pixel (label > 0, uncertain included),
+    plus binary cross-entropy on the second, "artery given vessel", over the pixels annotated artery
+    (1) or vein (2) only: background has no kind, and uncertain pixels are neither (av.py's layout)."""
+
+    def __init__(self, vessel_loss, kind_weight=1.0):
+        super().__init__()
+        self.vessel_loss, self.kind_weight = vessel_loss, kind_weight
+
+    def forward(self, logits, target):
+        target = target.to(logits.dtype)
+        loss = self.vessel_loss(logits[:, :1], (target > 0).to(logits.dtype))
+        known = ((target == 1) | (target == 2)).to(logits.dtype)
+        kind = F.binary_cross_entropy_with_logits(logits[:, 1:2], (target == 1).to(logits.dtype), weight=known,
+                                                  reduction="sum") / known.sum().clamp(min=1)
+        return loss + self.kind_weight * kind

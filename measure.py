@@ -47,7 +47,7 @@ def get_args(argv=None):
     p.add_argument("--fov", default=None, help="FOV masks (a file, or a folder matched by NAME or NAME_mask)")
     p.add_argument("--av", default=None,
                    help="artery/vein maps (a file, or a folder matched by NAME or NAME_av; one channel, 0 background, "
-                        "1 artery, 2 vein, 3 uncertain): CRAE, CRVE and AVR in zone B (Knudtson et al. 2003; av.py). "
+                        "1 artery, 2 vein, 3 uncertain, or the colour map predict.py --av writes): CRAE, CRVE and AVR in zone B (Knudtson et al. 2003; av.py). "
                         "Needs the disc, so the photographs")
     add_scale_args(p)
     p.add_argument("--skip-existing", action="store_true",
@@ -90,6 +90,15 @@ def _matcher(arg, what, suffixes=("",)):
         return lambda name: files[0]
     by_stem = {stem(f): f for f in files}
     return lambda name: next((by_stem[name + s] for s in suffixes if name + s in by_stem), None)
+
+
+COMPANIONS = ("_prob", "_av", "_artery_prob", "_vein_prob")  # what predict.py writes beside NAME.png
+
+
+def _companion(f, names):
+    """Whether ``f`` is one of the files predict.py writes beside a mask NAME.png (NAME in ``names``):
+    its probability maps, its artery/vein map; measured with the mask, not as a mask of its own."""
+    return any(stem(f).endswith(c) and stem(f)[: -len(c)] in names for c in COMPANIONS)
 
 
 def _same_size(a, b):
@@ -166,10 +175,10 @@ def measure_job(job, opts):
             fov, fov_source = None, "whole image (no photograph or FOV mask given)"
         classes = None
         if av_path is not None:
-            from av import AVLabelError, check_av_label
+            from av import AVLabelError, read_classes
 
             try:
-                classes = check_av_label(read_image(av_path), av_path.name)
+                classes = read_classes(read_image(av_path), av_path.name)
             except AVLabelError as exc:
                 return _failed(name, opts, str(exc))
             if classes.shape != mask.shape:
@@ -233,9 +242,12 @@ def main(argv=None):
         photos = _matcher(args.photos or (DEFAULT_PHOTO if DEFAULT_PHOTO.is_file() else None), "photograph")
     else:
         files = _files(args.input, "input")
+        if Path(args.input).is_dir():
+            names = {stem(f) for f in files}
+            files = [f for f in files if not _companion(f, names)]
         photos = _matcher(args.photos, "photographs")
     fovs = _matcher(args.fov, "FOV masks", ("", "_mask"))
-    avs = _matcher(args.av, "artery/vein maps", ("", "_av"))
+    avs = _matcher(args.av, "artery/vein maps", ("_av", ""))
     names, jobs = set(), []
     for f in files:
         name = stem(f)

@@ -133,12 +133,9 @@ def av_items(src):
 def read_av(label):
     """An artery/vein label file as class indices (av.py's values); any other value is refused in one
     line (not an A/V label file of this layout)."""
-    from av import AVLabelError, check_av_label
+    from dataset import read_av_label
 
-    try:
-        return check_av_label(read_image(label), str(label))
-    except AVLabelError as e:
-        raise UserError(str(e)) from None
+    return read_av_label(label)
 
 
 def read_av_vessels(label):

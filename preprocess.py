@@ -6,8 +6,11 @@ small ``preprocess`` dict stored in the checkpoint:
 ``{"method": "whole", "enhance": "clahe", "fov_diameter": 540}``
     whole image at its native scale (rescaled by its field of view to ``fov_diameter``),
     grayscale, CLAHE over the whole image; ``"channel": "green"`` (absent: gray) takes the green
-    channel of a colour photograph instead of its gray level; a list, e.g. ``["gray", "green"]``,
-    gives the network one input channel per entry (an ensemble of members that see one each).
+    channel of a colour photograph instead of its gray level, ``"rgb"`` all three colour channels
+    (CLAHE on each; the artery/vein model, for which colour tells the kinds apart); a list, e.g.
+    ``["gray", "green"]``, gives the network one input channel per entry (an ensemble of members
+    that see one each). ``"classes": "av"``: the network's two outputs are the vessel probability
+    and the probability that a vessel pixel is an artery (av.py); absent: one output, vessels.
 ``{"method": "patch", "size": 512, "patch": 256, "enhance": "equalize"}``
     the original "local enhancement" method: resize to ``size`` x ``size``, cut ``patch`` x
     ``patch`` windows, equalize the histogram of each window, segment it.
@@ -53,7 +56,13 @@ def as_image(arr):
     raise UserError(f"not an image: array of type {arr.dtype}")
 
 
-CHANNELS = ("gray", "green")
+CHANNELS = ("gray", "green")  # one input channel each
+COLOUR = "rgb"  # the three colour channels as three inputs
+
+
+def input_channels(channel):
+    """How many input channels a model's ``channel`` (a name, ``rgb`` or a list) gives the network."""
+    return 3 if channel == COLOUR else 1 if isinstance(channel, str) else len(channel)
 
 
 def to_gray(img, channel="gray"):
@@ -70,8 +79,11 @@ def to_gray(img, channel="gray"):
 
 
 def to_channels(img, channel="gray"):
-    """The network's input image: HxW for one channel name (``to_gray``), HxWxC for a list of them
-    (an ensemble whose members see different channels, one each)."""
+    """The network's input image: HxW for one channel name (``to_gray``), HxWx3 for ``rgb`` (a gray
+    image repeated three times), HxWxC for a list of names (an ensemble whose members see different
+    channels, one each)."""
+    if channel == COLOUR:
+        return np.ascontiguousarray(img[..., :3]) if img.ndim == 3 else np.dstack([img] * 3)
     if isinstance(channel, str):
         return to_gray(img, channel)
     return np.dstack([to_gray(img, c) for c in channel])

@@ -16,6 +16,12 @@ or the threshold chosen on all training images, each segmented by a run that hel
 
 --also STARE adds another dataset's training images (rescaled by their FOV to DATASET's scale;
 the same share of them held out for validation): one model for photographs from more cameras.
+
+--av trains the artery/vein model on a set with artery/vein labels (prepare_data.py --dataset
+DRIVE-AV or LES-AV): colour input (--channel rgb), two outputs (vessel; artery given vessel: av.py),
+the checkpoint chosen by the mean of artery and vein F1 on the validation images:
+
+    python train.py --av --dataset DRIVE-AV --out UNet_AV.pth
 """
 import argparse
 
@@ -24,7 +30,7 @@ import numpy as np
 from cli import UserError, bounded, run_main
 from dataset import check_colour, load_split
 from inference import work_scale
-from preprocess import CHANNELS, ENHANCERS, enhance, fov_diameter, rescale, to_gray
+from preprocess import CHANNELS, COLOUR, ENHANCERS, enhance, fov_diameter, rescale, to_channels
 from trainer import add_training_args, fit, parse_training_args, refit_threshold, split_validation
 
 
@@ -33,9 +39,12 @@ def build_parser():
     add_training_args(p, epochs=400, batch_size=2, lr=5e-3, val_every=5, out="UNet.pth")
     p.add_argument("--enhance", choices=ENHANCERS, default="clahe",
                    help="contrast enhancement of each whole image (default: %(default)s)")
-    p.add_argument("--channel", choices=CHANNELS, default="gray",
-                   help="what the network sees of a colour photograph: its gray level or its green channel "
-                        "(default: %(default)s)")
+    p.add_argument("--channel", choices=CHANNELS + (COLOUR,), default=None,
+                   help="what the network sees of a colour photograph: its gray level, its green channel or all "
+                        "three colour channels (default: gray; rgb with --av)")
+    p.add_argument("--av", action="store_true",
+                   help="train the artery/vein model (labels in DATASET/train/label_av/, from prepare_data.py "
+                        "--dataset DRIVE-AV or LES-AV): vessel map + artery-or-vein map")
     p.add_argument("--detail", type=bounded(float, 1, 4), default=1.0,
                    help="stored in the weights: inference segments a photograph larger than the training scale at "
                         "up to DETAIL times it (for a model trained with a wide --scale; default: %(default)s)")
@@ -51,25 +60,34 @@ def build_parser():
 
 
 def to_scale(sample, diameter, channel="gray"):
-    """A training sample (gray image, label) at the scale inference segments it at: its FOV
-    rescaled to ``diameter`` pixels (``inference.work_scale``, the Segmenter's own rule)."""
+    """A training sample (the network's input image, label) at the scale inference segments it at:
+    its FOV rescaled to ``diameter`` pixels (``inference.work_scale``, the Segmenter's own rule)."""
     scale = work_scale(sample.fov, sample.label.shape, diameter)
-    return rescale(to_gray(sample.image, channel), scale), rescale(sample.label, scale, label=True)
+    return rescale(to_channels(sample.image, channel), scale), rescale(target(sample), scale, label=True)
+
+
+def target(sample):
+    """What the network learns of a sample: its artery/vein classes where it has them, else its vessel label."""
+    return sample.label if sample.classes is None else sample.classes
 
 
 @run_main
 def main(argv=None):
     args = parse_training_args(build_parser(), argv)
-    samples = load_split(args.root, args.dataset, "train")
+    if args.channel is None:
+        args.channel = COLOUR if args.av else "gray"
+    if args.augment == "camera" and args.channel == COLOUR:
+        raise UserError("--augment camera alters one channel; use it with --channel gray or green, not rgb")
+    samples = load_split(args.root, args.dataset, "train", av=args.av)
     if args.channel != "gray":
         check_colour(samples, f"{args.dataset}/train/image", f"--channel {args.channel}")
     train_names, val_names = split_validation([s.name for s in samples], args.val_count, args.split_seed, args.fold)
     train = [s for s in samples if s.name in train_names]
     val = [s for s in samples if s.name in val_names]
     diameter = round(float(np.median([fov_diameter(s.fov) for s in samples])), 1)
-    pairs = [(to_gray(s.image, args.channel), s.label) for s in train]  # DATASET itself at its native resolution
+    pairs = [(to_channels(s.image, args.channel), target(s)) for s in train]  # DATASET at its native resolution
     for other in args.also:
-        extra = load_split(args.root, other, "train")
+        extra = load_split(args.root, other, "train", av=args.av)
         if args.channel != "gray":
             check_colour(extra, f"{other}/train/image", f"--channel {args.channel}")
         count = round(len(extra) * args.val_count / len(samples))
@@ -85,6 +103,8 @@ def main(argv=None):
     }
     if args.channel != "gray":
         preprocess["channel"] = args.channel  # absent: gray, as in weights from before this option
+    if args.av:
+        preprocess["classes"] = "av"  # absent: one output, vessels
     if args.detail != 1.0:
         preprocess["detail"] = args.detail
     look = None

@@ -41,8 +41,9 @@ from cli import UserError, add_dataset_args, bounded, warn, writable_dir
 from training_data import VesselDataset, augmentation, pad_collate
 from imio import write_csv
 from inference import Segmenter
-from losses import CEDiceLoss
+from losses import ArteryVeinLoss, CEDiceLoss
 from metrics import best_threshold, pooled
+from preprocess import input_channels
 from unet import build_model, checkpoint_dict, count_parameters, save_checkpoint, tune_malloc
 
 LOG_FIELDS = ["epoch", "train_loss", "val_f1", "val_auc", "val_threshold", "lr", "seconds"]
@@ -260,6 +261,53 @@ def validate(model, preprocess, samples):
     return score(validation_maps(model, preprocess, samples))
 
 
+class VesselTask:
+    """What a vessel model learns, as ``fit`` sees it: its number of outputs, its loss, its
+    validation score (``score_key`` picks the checkpoint) and the extra columns of its log."""
+
+    outputs = 1
+    score_key = "val_f1"
+    log_fields = ()
+
+    def loss(self, args):
+        return CEDiceLoss(dice_weight=args.dice_weight, cldice_weight=args.cldice_weight,
+                          skeleton_weight=args.skeleton_weight)
+
+    def validate(self, model, preprocess, samples):
+        return validate(model, preprocess, samples)
+
+
+class ArteryVeinTask(VesselTask):
+    """The artery/vein model (preprocess ``classes: av``; av.py): two outputs, the vessel loss on the
+    first plus the artery-or-vein cross-entropy on the second (losses.ArteryVeinLoss); validated by
+    the vessel F1 and AUC as a vessel model is, and by the mean of artery and vein F1 (av.av_scores,
+    the vessel mask at the F1-best threshold), which picks the checkpoint."""
+
+    outputs = 2
+    score_key = "val_av_f1"
+    log_fields = ("val_av_f1", "val_av_accuracy")
+
+    def loss(self, args):
+        return ArteryVeinLoss(super().loss(args))
+
+    def validate(self, model, preprocess, samples):
+        from av import add_counts, av_counts, av_scores, classify
+
+        seg = Segmenter(model, preprocess)
+        maps = [seg.maps(s.image, s.fov) for s in samples]
+        m = score([(s.label, mp[0], s.fov) for s, mp in zip(samples, maps)])
+        counts = None
+        for s, mp in zip(samples, maps):
+            classes = classify(seg.mask(mp[0], s.fov, m["val_threshold"]), mp[1])
+            counts = add_counts(counts, av_counts(s.classes, classes, s.fov))
+        scores = av_scores(counts)
+        return dict(m, val_av_f1=(scores["artery_f1"] + scores["vein_f1"]) / 2,
+                    val_av_accuracy=scores["accuracy_found"] or 0.0)
+
+
+TASKS = {"vessel": VesselTask(), "av": ArteryVeinTask()}
+
+
 def _paths(out):
     out = Path(out)
     return out, out.with_name(out.name + ".resume.pth"), out.with_name(out.name + ".log.csv")
@@ -332,7 +380,9 @@ class StopAfterStep:
 
 
 def fit(args, images, labels, val_samples, preprocess, info, look=None, threshold_from=None):
-    """Train a U-Net on uint8 gray ``images``/bool ``labels``; returns the best validation metrics (rank 0).
+    """Train a U-Net on uint8 ``images`` (gray HxW, or HxWxC as ``preprocess["channel"]`` says) and
+    their ``labels`` (bool; artery/vein class maps for ``preprocess["classes"]`` "av": ``TASKS``);
+    returns the best validation metrics (rank 0).
 
     ``look``: a ``training_data.CameraLook`` that alters and enhances each (not yet enhanced) image.
     ``threshold_from``: with no validation images (a refit), ``(threshold, record)`` the last epoch's
@@ -350,17 +400,22 @@ def fit(args, images, labels, val_samples, preprocess, info, look=None, threshol
     seed_everything(args.seed)
     stages = args.stages
     accumulate = args.accumulate
-    model = build_model({"in_channels": 1, "width": args.width, "depth": args.depth, "stages": stages})
+    task = TASKS[preprocess.get("classes", "vessel")]
+    arch = {"in_channels": input_channels(preprocess.get("channel", "gray")), "width": args.width, "depth": args.depth,
+            "stages": stages}
+    if task.outputs != 1:
+        arch["out_channels"] = task.outputs
+    model = build_model(arch)
     dataset = VesselDataset(images, labels, augmentation(args.augment, args.crop, tuple(args.scale)), look)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(args.epochs, 1), eta_min=args.lr * 0.01)
-    loss_fn = CEDiceLoss(dice_weight=args.dice_weight, cldice_weight=args.cldice_weight,
-                         skeleton_weight=args.skeleton_weight)
+    loss_fn = task.loss(args)
+    log_fields = LOG_FIELDS[:-1] + list(task.log_fields) + LOG_FIELDS[-1:]
     run_config = {k: getattr(args, k) for k in ("dataset", "epochs", "batch_size", "lr", "width", "depth",
                                                 "val_count", "val_every", "augment", "seed")}
     for key, default in (("dice_weight", 1.0), ("crop", 0), ("stages", 1), ("accumulate", 1), ("scale", [0.9, 1.1]),
                          ("also", []), ("split_seed", args.seed), ("channel", "gray"), ("fold", 0), ("ema", 0.0),
-                         ("cldice_weight", 0.0), ("skeleton_weight", 0.0)):
+                         ("cldice_weight", 0.0), ("skeleton_weight", 0.0), ("av", False)):
         if getattr(args, key, default) != default:  # recorded only when changed: older resume states stay valid
             run_config[key] = getattr(args, key)
     if world_size > 1:
@@ -473,11 +528,12 @@ def fit(args, images, labels, val_samples, preprocess, info, look=None, threshol
                 if validating:
                     settle()  # on every process (it averages over them)
                 if main and validating:
-                    m = validate(judged, preprocess, val_samples)
+                    m = task.validate(judged, preprocess, val_samples)
                     row.update({k: round(v, 5) for k, v in m.items()})
-                    if best is None or m["val_f1"] > best["val_f1"]:
+                    if best is None or m[task.score_key] > best[task.score_key]:
                         best = dict(m, epoch=epoch)
-                        model_info = dict(info, **run_config, best_epoch=epoch, val_f1=m["val_f1"], val_auc=m["val_auc"])
+                        model_info = dict(info, **run_config, best_epoch=epoch, val_f1=m["val_f1"], val_auc=m["val_auc"],
+                                          **{k: m[k] for k in task.log_fields})
                         save_checkpoint(out, checkpoint_dict(judged, preprocess, m["val_threshold"], model_info))
                 row["seconds"] = round(time.time() - t0, 2)
                 rows.append(row)
@@ -490,10 +546,13 @@ def fit(args, images, labels, val_samples, preprocess, info, look=None, threshol
                         "log": rows, "rng": rngs,
                         **({"ema": {k: v.detach().cpu() for k, v in ema.state_dict().items()}} if ema is not None else {}),
                     })
-                    write_csv(log_path, rows, LOG_FIELDS)
+                    write_csv(log_path, rows, log_fields)
                     msg = f"epoch {epoch}: loss {row['train_loss']:.4f}"
                     if "val_f1" in row:
-                        msg += f", val F1 {row['val_f1']:.4f} AUC {row['val_auc']:.4f} (best {best['val_f1']:.4f} @ {best['epoch']})"
+                        msg += f", val F1 {row['val_f1']:.4f} AUC {row['val_auc']:.4f}"
+                        if task.score_key != "val_f1":
+                            msg += f" {task.score_key} {row[task.score_key]:.4f}"
+                        msg += f" (best {best[task.score_key]:.4f} @ {best['epoch']})"
                     print(msg, file=sys.stderr)
                 saved = epoch
                 ctrl_c.check()
@@ -516,7 +575,7 @@ def fit(args, images, labels, val_samples, preprocess, info, look=None, threshol
             save_checkpoint(out, checkpoint_dict(judged, preprocess, threshold, final))
             best = {"epoch": args.epochs}
         export_onnx_beside(out)
-        kept = (f"best epoch {best['epoch']}: val F1 {best['val_f1']:.4f}" if val_samples else
+        kept = (f"best epoch {best['epoch']}: {task.score_key} {best[task.score_key]:.4f}" if val_samples else
                 f"kept the last epoch (no validation images), threshold {threshold:.3f}")
         print(f"done in {time.time() - t_start:.0f} s; {kept}; weights in {out}", file=sys.stderr)
     distributed.shutdown()

@@ -83,9 +83,11 @@ def augmentation(strength="default", crop=0, scale=(0.9, 1.1)):
 
 
 class VesselDataset(torch.utils.data.Dataset):
-    """(input, label) pairs as tensors: 1xHxW float in [0, 1], 1xHxW float {0, 1}.
+    """(input, label) pairs as tensors: CxHxW float in [0, 1], 1xHxW float {0, 1} (or the class
+    indices of artery/vein labels, 0-3: av.py).
 
-    ``images`` are uint8 gray arrays already preprocessed as the model expects, or, with ``look``
+    ``images`` are uint8 gray (HxW) or colour (HxWxC) arrays already preprocessed as the model
+    expects, or, with ``look``
     (a ``CameraLook``), gray photographs that ``look`` alters and then enhances, anew for every draw.
     """
 
@@ -101,7 +103,8 @@ class VesselDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         img = self.images[i] if self.look is None else self.look(self.images[i])
-        img = tv_tensors.Image(torch.from_numpy(np.array(img))[None])
+        img = torch.from_numpy(np.array(img))
+        img = tv_tensors.Image(img[None] if img.ndim == 2 else img.permute(2, 0, 1))
         lab = tv_tensors.Mask(torch.from_numpy(self.labels[i].astype(np.uint8))[None])
         if self.transform is not None:
             img, lab = self.transform(img, lab)
@@ -112,7 +115,7 @@ def pad_collate(batch):
     """Stack samples, zero-padding to the largest height/width in the batch."""
     h = max(x.shape[-2] for x, _ in batch)
     w = max(x.shape[-1] for x, _ in batch)
-    xs = torch.zeros(len(batch), 1, h, w)
+    xs = torch.zeros(len(batch), batch[0][0].shape[0], h, w)
     ys = torch.zeros(len(batch), 1, h, w)
     for i, (x, y) in enumerate(batch):
         xs[i, :, : x.shape[-2], : x.shape[-1]] = x

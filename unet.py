@@ -48,22 +48,25 @@ class Up(nn.Module):
 
 
 class UNet(nn.Module):
-    """U-Net returning one logit per pixel (vessel vs background).
+    """U-Net returning one logit per pixel (vessel vs background), or ``out_channels`` of them (the
+    artery/vein model: vessel, and artery given vessel; av.py).
 
     width: channels of the first level (doubles at each level down).
     depth: number of resolution levels (depth - 1 poolings).
     """
 
-    def __init__(self, in_channels=1, width=8, depth=3):
+    def __init__(self, in_channels=1, width=8, depth=3, out_channels=1):
         super().__init__()
-        if depth < 2 or width < 1:
-            raise ValueError("depth must be >= 2 and width >= 1")
+        if depth < 2 or width < 1 or out_channels < 1:
+            raise ValueError("depth must be >= 2, width and out_channels >= 1")
         self.arch = {"in_channels": in_channels, "width": width, "depth": depth}
+        if out_channels != 1:  # recorded only when not 1: the arch of older weights stays as it was
+            self.arch["out_channels"] = out_channels
         chans = [width * 2**i for i in range(depth)]
         self.inc = DoubleConv(in_channels, chans[0])
         self.downs = nn.ModuleList(DoubleConv(chans[i], chans[i + 1]) for i in range(depth - 1))
         self.ups = nn.ModuleList(Up(chans[i + 1], chans[i]) for i in reversed(range(depth - 1)))
-        self.outc = nn.Conv2d(chans[0], 1, 1)
+        self.outc = nn.Conv2d(chans[0], out_channels, 1)
 
     @property
     def align(self):
@@ -218,8 +221,8 @@ def load_model(path, hint=""):
 class TorchNet:
     """The network call of inference for a PyTorch model (the only torch-specific part of it).
 
-    Takes a float32 N x 1 x H x W array (H, W multiples of ``align``), returns vessel probabilities
-    of the same shape. ``onnx_model.OnnxNet`` is the same call through ONNX Runtime.
+    Takes a float32 N x C x H x W array (H, W multiples of ``align``), returns probabilities
+    N x K x H x W (K: the model's outputs, 1 for a vessel model). ``onnx_model.OnnxNet`` is the same call through ONNX Runtime.
     """
 
     backend = "torch"

@@ -10,6 +10,15 @@ Pearson's correlation over the images, as a Markdown table.
     python docs/measure_agreement.py --dataset DRIVE                  # 20 test images, UNet.onnx
     python docs/measure_agreement.py --dataset STARE                  # 10 test images, UNet_STARE.onnx
     python docs/measure_agreement.py --dataset FIVES                  # 19 FIVES-mini photographs, UNet.onnx
+    python docs/measure_agreement.py --dataset DRIVE-AV               # 20 test images, UNet_AV.onnx
+    python docs/measure_agreement.py --dataset LES-AV                 # 11 test images (1620x1444), UNet_AV.onnx
+
+For the artery/vein sets (AV/DRIVE_AV, AV/LES-AV, their official FOV masks) the reference is the
+manual artery/vein annotation and the model is the artery/vein model (predict.py --av's defaults):
+CRAE, CRVE and AVR (av.py, Knudtson et al. 2003) and each measure of the arteries alone and of the
+veins alone. Both are measured round the same optic disc (found by disc.py in the photograph with
+the model's vessel mask, as predict.py --av --measure does), so a difference is the classes' and
+the vessels', not the zone's. Bias here is the mean over images of (model - reference) / reference.
 """
 import argparse
 import os
@@ -22,7 +31,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from imio import read_image, read_mask, stem  # noqa: E402
 from inference import Segmenter  # noqa: E402
-from morphometry import measure_mask  # noqa: E402
+from morphometry import measure_and_write, measure_mask  # noqa: E402
 from preprocess import estimate_fov  # noqa: E402
 
 MEASURES = ["vessel_area_density", "centreline_length_px", "mean_calibre_px", "calibre_weighted_px", "fd_mask",
@@ -31,9 +40,19 @@ MEASURES = ["vessel_area_density", "centreline_length_px", "mean_calibre_px", "c
 STARE_TEST = ["im0162", "im0163", "im0235", "im0236", "im0239", "im0240", "im0255", "im0291", "im0319", "im0324"]
 
 
+AV_MEASURES = ["crae_px", "crve_px", "avr", "n_arteries_zoneB", "n_veins_zoneB"] + [
+    f"{kind}_{m}" for kind in ("artery", "vein") for m in ("vessel_area_density", "centreline_length_px",
+                                                           "mean_calibre_px", "distance_factor", "fd_mask")]
+AV_SETS = {"DRIVE-AV": "DRIVE_AV", "LES-AV": "LES-AV"}
+
+
 def items(dataset, data):
     """(name, photograph, FOV or None, first observer, second observer or None) of the test set."""
-    if dataset == "DRIVE":
+    if dataset in AV_SETS:
+        d = data / "AV" / AV_SETS[dataset] / "test"
+        for f in sorted((d / "images").iterdir()):
+            yield stem(f), f, d / "mask" / f"{stem(f)}_mask.gif", d / "1st_manual" / f"{stem(f)}.png", None
+    elif dataset == "DRIVE":
         d = data / "DRIVE" / "test"
         for f in sorted((d / "images").glob("*_test.tif")):
             n = f.name[:2]
@@ -52,12 +71,16 @@ def items(dataset, data):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", choices=["DRIVE", "STARE", "FIVES"], default="DRIVE")
+    p.add_argument("--dataset", choices=["DRIVE", "STARE", "FIVES", *AV_SETS], default="DRIVE")
     p.add_argument("--data", default=os.environ.get("RETINA_DATA", "../shared/data"))
-    p.add_argument("--weights", default=None, help="default: UNet_STARE.onnx for STARE, else UNet.onnx")
+    p.add_argument("--weights", default=None,
+                   help="default: UNet_STARE.onnx for STARE, UNet_AV.onnx for the artery/vein sets, else UNet.onnx")
     args = p.parse_args(argv)
-    weights = args.weights or ("UNet_STARE.onnx" if args.dataset == "STARE" else "UNet.onnx")
+    weights = args.weights or {"STARE": "UNet_STARE.onnx", **dict.fromkeys(AV_SETS, "UNet_AV.onnx")}.get(
+        args.dataset, "UNet.onnx")
     seg = Segmenter.from_file(weights)
+    if args.dataset in AV_SETS:
+        return av_agreement(args.dataset, Path(args.data), seg, weights)
     rows = {"reference": [], "model": [], "second observer": []}
     times = []
     for name, photo, fov_file, first, second in items(args.dataset, Path(args.data)):
@@ -89,6 +112,35 @@ def main(argv=None):
             r = np.corrcoef(ref[ok], val[ok])[0, 1] if ok.sum() > 2 else float("nan")
             cells += [f"{np.nanmean(val):.4g}", f"{bias:+.1f} %", f"{r:.2f}"]
         print("| " + " | ".join(cells) + " |")
+
+
+def av_agreement(dataset, data, seg, weights):
+    """The artery/vein measures of the model's classes against the manual annotation's (module docstring)."""
+    import tempfile
+
+    from av import read_classes
+    from disc import find_disc
+
+    rows = {"reference": [], "model": []}
+    tmp = Path(tempfile.mkdtemp())
+    for name, photo, fov_file, first, _ in items(dataset, data):
+        image = read_image(photo)
+        fov = read_mask(fov_file)
+        _, mask, _, classes = seg.segment_av(image, fov)
+        disc = find_disc(image, mask, fov)
+        for k, c in (("reference", read_classes(read_image(first))), ("model", classes)):
+            rows[k].append(measure_and_write(name, c > 0, tmp, fov=fov, photo=image, disc=disc, av_classes=c))
+    found = sum(bool(r["disc_found"]) for r in rows["model"])
+    print(f"{dataset} test: {len(rows['model'])} images ({found} with a disc found), model {weights}\n")
+    print("| measure | reference mean | model mean | model bias | r | images with both |")
+    print("|---|---|---|---|---|---|")
+    for m in AV_MEASURES:
+        ref = np.array([np.nan if r.get(m) is None else r[m] for r in rows["reference"]], float)
+        val = np.array([np.nan if r.get(m) is None else r[m] for r in rows["model"]], float)
+        ok = np.isfinite(ref) & np.isfinite(val) & (ref != 0)
+        bias = np.mean((val[ok] - ref[ok]) / ref[ok]) * 100 if ok.any() else float("nan")
+        r = np.corrcoef(ref[ok], val[ok])[0, 1] if ok.sum() > 2 else float("nan")
+        print(f"| {m} | {np.nanmean(ref):.4g} | {np.nanmean(val):.4g} | {bias:+.1f} % | {r:.2f} | {ok.sum()} |")
 
 
 if __name__ == "__main__":

@@ -49,6 +49,25 @@ def disc_image(h=120, w=140, radius=50, seed=0, colour=True):
     return img, label, fov
 
 
+def av_photo(h=96, w=112, seed=0):
+    """(colour photograph, artery/vein label, FOV): artery row, vein column, an uncertain crossing."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:h, :w]
+    fov = (yy - h / 2) ** 2 + (xx - w / 2) ** 2 <= (min(h, w) / 2 - 2) ** 2
+    rgb = np.zeros((h, w, 3), np.uint8)
+    rgb[fov] = (200, 110, 50)
+    rgb = np.clip(rgb.astype(int) + rng.integers(-8, 8, rgb.shape) * fov[..., None], 0, 255).astype(np.uint8)
+    label = np.zeros((h, w), np.uint8)
+    label[h // 2 - 2:h // 2 + 2, :] = 1
+    label[:, w // 3:w // 3 + 4] = 2
+    label[h // 2 - 2:h // 2 + 2, w // 3:w // 3 + 4] = 3
+    label[~fov] = 0
+    rgb[label == 1] = (170, 60, 30)
+    rgb[label == 2] = (90, 20, 15)
+    rgb[label == 3] = (120, 40, 20)
+    return rgb, label, fov
+
+
 @pytest.fixture
 def tiny_dataset(tmp_path):
     """ROOT/DRIVE/{train,test}/{image,label,mask} with 3 + 2 synthetic images."""

@@ -59,6 +59,26 @@ def test_two_processes_train_the_same_weights_as_one(five_images, tmp_path):
     assert (tmp_path / "ddp.pth").is_file() and (tmp_path / "ddp.onnx").is_file()
 
 
+def test_the_artery_vein_model_trains_under_torchrun_as_in_one_process(tmp_path):
+    """train.py --av: the same data-parallel result as one process (its two outputs, its loss)."""
+    from conftest import av_photo
+
+    root = tmp_path / "root"
+    for i in range(1, 6):
+        rgb, classes, fov = av_photo(seed=i)
+        for sub, arr in (("image", rgb), ("label", classes > 0), ("label_av", classes), ("mask", fov)):
+            write_png(root / "DRIVE-AV" / "train" / sub / f"{i:02d}_training.png", arr)
+    common = [REPO / "train.py", "--root", root, "--dataset", "DRIVE-AV", "--av", *TINY, "--epochs", "2",
+              "--batch-size", "1"]
+    r = run([*TORCHRUN, *common, "--out", tmp_path / "ddp.pth"], cwd=tmp_path)
+    assert r.returncode == 0 and "2 processes" in r.stderr, r.stderr[-3000:]
+    r = run([sys.executable, *common, "--accumulate", "2", "--out", tmp_path / "one.pth"], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    a, b = params(tmp_path / "ddp.pth.resume.pth"), params(tmp_path / "one.pth.resume.pth")
+    assert a["outc.weight"].shape[0] == 2 and max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
+    assert "val_av_f1" in (tmp_path / "ddp.pth.log.csv").read_text()
+
+
 def test_weight_averaging_under_torchrun_measures_statistics_over_every_process(five_images, tmp_path):
     """--ema with two processes: the average is one process's, and its BatchNorm statistics are measured
     over both processes' samples (each process over its share, then averaged), not over rank 0's share."""
