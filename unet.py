@@ -85,16 +85,18 @@ class UNet(nn.Module):
 
 class WNet(nn.Module):
     """Two U-Nets in sequence (a "W-Net"): the second sees the image and the first one's
-    probabilities. ``stage_logits`` returns both outputs so training can put the loss on each;
+    probabilities (every output: for the artery/vein model, its vessel and artery maps). ``stage_logits`` returns both outputs so training can put the loss on each;
     ``forward`` returns the last one, so inference treats it like a U-Net."""
 
-    def __init__(self, in_channels=1, width=8, depth=3, stages=2):
+    def __init__(self, in_channels=1, width=8, depth=3, stages=2, out_channels=1):
         super().__init__()
         if stages != 2:
             raise ValueError("a W-Net has 2 stages")
         self.arch = {"in_channels": in_channels, "width": width, "depth": depth, "stages": stages}
-        self.first = UNet(in_channels, width, depth)
-        self.second = UNet(in_channels + 1, width, depth)
+        if out_channels != 1:
+            self.arch["out_channels"] = out_channels
+        self.first = UNet(in_channels, width, depth, out_channels)
+        self.second = UNet(in_channels + out_channels, width, depth, out_channels)
 
     @property
     def align(self):

@@ -18,6 +18,7 @@ from conftest import REPO
 from imio import read_image, read_mask, read_probability, write_png
 from inference import Segmenter
 from preprocess import resize
+import av
 
 SAMPLE = REPO / "predict" / "img.png"
 CHROMIUM = "/usr/lib/chromium/chromium"
@@ -179,6 +180,45 @@ def test_batch_writes_a_zip_and_csv_and_reports_bad_files(app, tmp_path):
     for key in ("centreline_length_px", "mean_calibre_px", "fd_mask", "distance_factor", "n_branch_points"):
         assert float(table[0][key]) == pytest.approx(expect[key], rel=1e-5), key
     assert table[1]["centreline_length_px"] == "" and table[1]["error"]
+
+
+AV_MODEL = "DRIVE-AV, arteries and veins"
+
+
+def test_arteries_and_veins_give_predict_py_classes_and_its_crae_crve_avr(app, tmp_path):
+    """The A/V tab: predict.py --av's colour map, pixel for pixel, and its CRAE/CRVE/AVR in the table;
+    the zone B picture draws the vessels used in full colour; a vessel-only model is refused in one line."""
+    import predict
+
+    shown, zone, table, av_file = app.arteries_veins(str(SAMPLE), AV_MODEL)
+    predict.main(["--av", "--input", str(SAMPLE), "--output", str(tmp_path), "--measure"])
+    colour = read_image(tmp_path / "img_av.png")
+    assert np.array_equal(read_image(av_file), colour)
+    with open(tmp_path / "measurements.csv") as f:
+        row = next(csv.DictReader(f))
+    assert row["avr"] and f"{float(row['avr']):.3f}" in table and f"{float(row['crae_px']):.2f} px" in table
+    vessels = colour.any(axis=2)
+    assert np.array_equal(shown[vessels], colour[vessels])  # the classes over the photograph
+    used = {k: np.all(zone == c, axis=2).sum() for k, c in (("artery", (255, 0, 0)), ("vein", (0, 0, 255)))}
+    assert used["artery"] > 50 and used["vein"] > 50 and zone.shape == colour.shape
+    with pytest.raises(UserError, match="vessel-only model"):
+        app.arteries_veins(str(SAMPLE), "DRIVE, fast")
+
+
+def test_a_batch_with_the_artery_vein_model_adds_its_maps_and_crae_crve_avr(app, tmp_path):
+    import predict
+
+    write_png(tmp_path / "in" / "a.png", read_image(SAMPLE))
+    zip_path, csv_path, rows = app.batch([str(tmp_path / "in" / "a.png")], AV_MODEL)
+    with zipfile.ZipFile(zip_path) as z:
+        assert sorted(z.namelist()) == ["a.png", "a_av.png", "a_prob.png", "results.csv"]
+        z.extractall(tmp_path / "zip")
+    predict.main(["--av", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "p"), "--measure"])
+    assert np.array_equal(read_image(tmp_path / "zip" / "a_av.png"), read_image(tmp_path / "p" / "a_av.png"))
+    with open(tmp_path / "p" / "measurements.csv") as f:
+        want = next(csv.DictReader(f))
+    for key in ("crae_px", "crve_px", "avr", "n_arteries_zoneB"):
+        assert float(rows[0][key]) == pytest.approx(float(want[key]), rel=1e-5), key
 
 
 def test_batch_summary_counts_the_failures():
@@ -483,6 +523,29 @@ def test_in_a_browser_segment_download_and_how_it_works(server, reference, tmp_p
                                    timeout=60000)
             page.mouse.wheel(0, -5000)
             page.screenshot(path=f"{shots}/app_how_it_works.png", full_page=True)
+
+
+def test_in_a_browser_arteries_and_veins(server, tmp_path):
+    """The A/V tab on the photograph uploaded in Segment: both pictures, the table with the AVR and the
+    colour map to download."""
+    url, _ = server
+    shots = os.environ.get("APP_SCREENSHOTS")
+    with app_page(url, accept_downloads=True) as page:
+        upload(page, "#photo", SAMPLE)
+        page.get_by_role("tab", name="Arteries and veins").click()
+        page.locator("#av_go").click()
+        link = page.locator("#av_file a").first
+        link.wait_for(timeout=60000)
+        assert page.locator("#av_table").get_by_text("AVR (CRAE / CRVE)").count() == 1
+        assert page.locator("#av_map img").count() == 1 and page.locator("#av_zone img").count() == 1
+        with page.expect_download() as dl:
+            link.click()
+        dl.value.save_as(tmp_path / "av.png")
+        assert av.read_classes(read_image(tmp_path / "av.png")).max() == av.VEIN
+        if shots:
+            page.wait_for_function("() => [...document.images].every(i => i.complete && i.naturalWidth > 0)",
+                                   timeout=60000)
+            page.screenshot(path=f"{shots}/app_arteries_veins.png", full_page=True)
 
 
 def test_in_a_browser_check_shows_pixels_topology_and_the_centreline_map(server, drive_src):

@@ -1,17 +1,19 @@
 """Inference through ONNX Runtime: same probabilities as PyTorch, no torch import, clear errors."""
+import csv
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
+import av
 from cli import UserError
 from conftest import REPO
 from imio import read_image
 from inference import Segmenter
 from preprocess import resize
 
-SHIPPED = ["UNet.pth", "UNet_fast.pth", "UNet_STARE.pth", "UNet_patch_equalized_patch_256_50.pth"]
+SHIPPED = ["UNet.pth", "UNet_fast.pth", "UNet_STARE.pth", "UNet_patch_equalized_patch_256_50.pth", "UNet_AV.pth"]
 
 
 def pair(weights, **kw):
@@ -36,8 +38,8 @@ def test_each_shipped_onnx_is_its_shipped_pth(weights):
     assert meta["threshold"] == ckpt["threshold"] and meta["info"] == ckpt["info"]
     pth, onnx = pair(weights)
     img = read_image(REPO / "predict" / "img.png")
-    a, b = pth.probability(img), onnx.probability(img)
-    assert np.abs(a - b).max() <= 1e-4
+    a, b = pth.maps(img), onnx.maps(img)  # every output (the artery/vein model has two)
+    assert a.shape == b.shape and np.abs(a - b).max() <= 1e-4
 
 
 @pytest.mark.parametrize("w,h", [(565, 584), (301, 257), (97, 131)])
@@ -145,3 +147,13 @@ def test_light_install_segments_without_torch(tmp_path):
 
     prob = read_probability(work / "result" / "res_prob.png")
     assert prob.shape == res.shape and prob.max() > 0.99
+    # arteries and veins, measured, in the light install too (UNet_AV.onnx; zone B round the disc)
+    r = subprocess.run([venv / "bin" / "python", REPO / "predict.py", "--av", "--weights", REPO / "UNet_AV.onnx",
+                        "--measure", "--output", "av"],
+                       cwd=work, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    classes = av.read_classes(read_image(work / "av" / "res_av.png"))
+    want = Segmenter.from_file(REPO / "UNet_AV.pth").segment_av(read_image(REPO / "predict" / "img.png"))[3]
+    assert np.mean(classes != want) < 1e-4
+    with open(work / "av" / "measurements.csv") as f:
+        assert float(next(csv.DictReader(f))["avr"]) > 0

@@ -10,7 +10,7 @@ from imio import read_image, read_mask
 from conftest import REPO
 from test_scripts import mini_drive
 
-WEIGHTS = ["UNet.pth", "UNet_fast.pth", "UNet_patch_equalized_patch_256_50.pth", "UNet_STARE.pth"]
+WEIGHTS = ["UNet.pth", "UNet_fast.pth", "UNet_patch_equalized_patch_256_50.pth", "UNet_STARE.pth", "UNet_AV.pth"]
 
 
 @pytest.mark.parametrize("weights", WEIGHTS)
@@ -22,7 +22,8 @@ def test_shipped_weights_are_small_and_self_describing(weights):
     assert path.stat().st_size < 5e6
     ckpt = torch.load(path, weights_only=True)
     assert {"arch", "preprocess", "threshold", "state_dict"} <= set(ckpt)
-    assert 0 < ckpt["threshold"] < 1 and ckpt["info"]["trained_on"].split("_")[0] in ("DRIVE", "STARE")
+    assert 0 < ckpt["threshold"] < 1 and ckpt["info"]["trained_on"].split("_")[0].split("+")[0] in (
+        "DRIVE", "STARE", "DRIVE-AV")
 
 
 def test_predict_runs_on_a_fresh_clone(tmp_path):
@@ -50,6 +51,20 @@ def test_evaluate_shipped_weights_on_three_drive_test_images(drive_src, tmp_path
     assert s["images"] == 3
     assert s["metrics"]["f1"] > min_f1 and s["metrics"]["auc_roc"] > 0.95
     assert s["second_observer"]["f1"] > 0.75
+
+
+def test_the_artery_vein_model_on_drive_av_test_images(tmp_path, monkeypatch):
+    """UNet_AV.onnx scored by evaluate.py --av on five DRIVE-AV test photographs (README: all 20)."""
+    import evaluate, prepare_data
+    from conftest import need
+
+    monkeypatch.chdir(tmp_path)
+    prepare_data.main(["--dataset", "DRIVE-AV", "--source", str(need("AV/DRIVE_AV"))])
+    evaluate.main(["--dataset", "DRIVE-AV", "--weights", str(REPO / "UNet_AV.onnx"), "--av", "--limit", "5",
+                   "--out", "ev"])
+    s = json.loads((tmp_path / "ev" / "summary.json").read_text())
+    assert s["images"] == 5 and s["metrics"]["f1"] > 0.78 and s["av_classified"] == "segment by segment"
+    assert s["av"]["artery_f1"] > 0.6 and s["av"]["vein_f1"] > 0.65 and s["av"]["accuracy_found"] > 0.83
 
 
 def test_an_upscaled_image_keeps_its_quality(drive_src):
