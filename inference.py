@@ -399,6 +399,7 @@ def prediction_main(default_weights, doc, train_hint):
         def done_before(dst):
             return dst.is_file() and (not args.prob or dst.with_name(dst.stem + "_prob.png").is_file()) and \
                 (not args.av or dst.with_name(dst.stem + "_av.png").is_file()) and \
+                (not (args.av and args.prob) or dst.with_name(dst.stem + "_vein_prob.png").is_file()) and \
                 (not args.measure or read_json(image_files(out_dir, dst.stem)["json"]) is not None) and \
                 (not args.disc or read_disc_json(out_dir / f"{dst.stem}_disc.json") is not None)
 

@@ -542,9 +542,9 @@ def test_in_a_browser_arteries_and_veins(server, tmp_path):
             link.click()
         dl.value.save_as(tmp_path / "av.png")
         assert av.read_classes(read_image(tmp_path / "av.png")).max() == av.VEIN
-        if shots:
-            page.wait_for_function("() => [...document.images].every(i => i.complete && i.naturalWidth > 0)",
-                                   timeout=60000)
+        if shots:  # the two pictures loaded before the picture of the page is taken
+            page.wait_for_function("() => [...document.querySelectorAll('#av_map img, #av_zone img')]"
+                                   ".every(i => i.complete && i.naturalWidth > 0)", timeout=60000)
             page.screenshot(path=f"{shots}/app_arteries_veins.png", full_page=True)
 
 
