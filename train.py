@@ -31,7 +31,7 @@ from cli import UserError, bounded, run_main
 from dataset import check_colour, load_split
 from inference import work_scale
 from preprocess import CHANNELS, COLOUR, ENHANCERS, enhance, fov_diameter, rescale, to_channels
-from trainer import add_training_args, fit, parse_training_args, refit_threshold, split_validation
+from trainer import add_training_args, fit, model_arch, parse_training_args, refit_threshold, split_validation
 
 
 def build_parser():
@@ -122,7 +122,7 @@ def main(argv=None):
             raise UserError("--threshold-from is for a refit on all training images: add --val-count 0")
         from unet import build_model
 
-        arch = build_model({"in_channels": 1, "width": args.width, "depth": args.depth, "stages": args.stages}).arch
+        arch = build_model(model_arch(args, preprocess)).arch
         threshold_from = refit_threshold(args.threshold_from, arch, preprocess, info, args.root)
     fit(args, images, [label for _, label in pairs], val, preprocess, info, look, threshold_from)
 

@@ -308,6 +308,17 @@ class ArteryVeinTask(VesselTask):
 TASKS = {"vessel": VesselTask(), "av": ArteryVeinTask()}
 
 
+def model_arch(args, preprocess):
+    """The ``arch`` of the network training builds: the input channels ``preprocess`` gives it, the
+    outputs its task has, the size and stages of ``args``."""
+    arch = {"in_channels": input_channels(preprocess.get("channel", "gray")), "width": args.width, "depth": args.depth,
+            "stages": args.stages}
+    outputs = TASKS[preprocess.get("classes", "vessel")].outputs
+    if outputs != 1:
+        arch["out_channels"] = outputs
+    return arch
+
+
 def _paths(out):
     out = Path(out)
     return out, out.with_name(out.name + ".resume.pth"), out.with_name(out.name + ".log.csv")
@@ -401,11 +412,7 @@ def fit(args, images, labels, val_samples, preprocess, info, look=None, threshol
     stages = args.stages
     accumulate = args.accumulate
     task = TASKS[preprocess.get("classes", "vessel")]
-    arch = {"in_channels": input_channels(preprocess.get("channel", "gray")), "width": args.width, "depth": args.depth,
-            "stages": stages}
-    if task.outputs != 1:
-        arch["out_channels"] = task.outputs
-    model = build_model(arch)
+    model = build_model(model_arch(args, preprocess))
     dataset = VesselDataset(images, labels, augmentation(args.augment, args.crop, tuple(args.scale)), look)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(args.epochs, 1), eta_min=args.lr * 0.01)

@@ -201,3 +201,15 @@ def test_evaluate_av_refuses_a_vessel_only_model(tiny_dataset, tmp_path, capsys)
                        "--out", str(tmp_path / "e")])
     err = capsys.readouterr().err
     assert "vessel-only model" in err or "label_av" in err
+
+
+def test_an_artery_vein_refit_takes_the_validated_runs_threshold(av_model, av_dataset, tmp_path):
+    """train.py --av --val-count 0 --threshold-from: the same design (colour input, two outputs) is
+    recognised, and the refit stores the reference's threshold."""
+    import train
+    from unet import read_checkpoint
+
+    out = tmp_path / "all.pth"
+    train.main(["--root", str(av_dataset), "--dataset", "DRIVE-AV", "--av", *TINY[:-6], "--val-count", "0",
+                "--batch-size", "2", "--threshold-from", str(av_model), "--out", str(out)])
+    assert read_checkpoint(out)["threshold"] == read_checkpoint(av_model)["threshold"]
