@@ -367,8 +367,7 @@ class App:
         CRVE are made of), a Markdown table (CRAE, CRVE, AVR; av.py), the colour map file."""
         image = read_upload(path)
         seg = self.models.get(model)
-        if seg.classes != "av":
-            raise UserError(f"{model} is a vessel-only model: choose an artery/vein model")
+        seg.require_av(model)
         t0 = time.perf_counter()
         fov = estimate_fov(image)
         _, mask, _, classes = seg.segment_av(image, fov)

@@ -84,18 +84,20 @@ def load_split(root, dataset, split, av=False):
     return samples
 
 
-def read_av_label(path, shape=None):
-    """An artery/vein label (av.py's values) of an image of ``shape`` (if given), or one UserError line."""
-    from av import AVLabelError, check_av_label
+def read_av_label(path, shape=None, colour=False,
+                  missing="artery/vein labels come from prepare_data.py --dataset DRIVE-AV or LES-AV"):
+    """An artery/vein label (av.py's values; with ``colour`` also predict.py --av's colour map) of an
+    image of ``shape`` (if given), or one UserError line (``missing`` says where such files come from)."""
+    from av import AVLabelError, check_av_label, read_classes
 
     if not Path(path).is_file():
-        raise UserError(f"{path} not found: artery/vein labels come from prepare_data.py --dataset DRIVE-AV or LES-AV")
+        raise UserError(f"{path} not found: {missing}")
     try:
-        classes = check_av_label(read_image(path), str(path))
+        classes = (read_classes if colour else check_av_label)(read_image(path), str(path))
     except AVLabelError as exc:
         raise UserError(str(exc)) from None
     if shape is not None and classes.shape != tuple(shape):
-        raise UserError(f"{path} does not have the size of its image")
+        raise UserError(f"{path} is {classes.shape[1]}x{classes.shape[0]}, its image {shape[1]}x{shape[0]}")
     return classes
 
 

@@ -171,19 +171,8 @@ def av_evaluate(samples, classes):
 
 def read_av_map(folder, name, shape):
     """``NAME_av.png`` from a --pred folder (predict.py --av's colour map, or class indices)."""
-    from av import AVLabelError, read_classes
-    from imio import read_image
-
-    path = Path(folder) / f"{name}_av.png"
-    if not path.is_file():
-        raise UserError(f"no artery/vein map for {name} in {folder} (expected {name}_av.png, as predict.py --av writes)")
-    try:
-        classes = read_classes(read_image(path), str(path))
-    except AVLabelError as exc:
-        raise UserError(str(exc)) from None
-    if classes.shape != shape:
-        raise UserError(f"{path} is {classes.shape[1]}x{classes.shape[0]}, its test image is {shape[1]}x{shape[0]}")
-    return classes
+    return read_av_label(Path(folder) / f"{name}_av.png", shape, colour=True,
+                         missing="the artery/vein maps of --pred are NAME_av.png, as predict.py --av writes them")
 
 
 def table(title, rows, keys, fmt):
@@ -252,8 +241,8 @@ def main(argv=None):
         seg = Segmenter.from_file(args.weights, flip=args.tta, device=args.device, detail=args.detail)
         threshold = seg.threshold if args.threshold is None else args.threshold
         method, detail = seg.pre["method"], seg.detail
-        if args.av and seg.classes != "av":
-            raise UserError(f"{args.weights} is a vessel-only model: --av needs an artery/vein model (train.py --av)")
+        if args.av:
+            seg.require_av(args.weights)
         if seg.needs_colour:  # a benchmark figure from gray images would silently be another model's
             from dataset import check_colour
 

@@ -32,6 +32,7 @@ from preprocess import (as_image, enhance, equalize, estimate_fov, fov_diameter,
 
 MAX_UPSCALE = 4.0  # largest rescaling factor of the whole-image method
 MAX_WORK_SIDE = 4096  # ... and largest side of the rescaled image
+AV_WEIGHTS = "UNet_AV.onnx"  # the artery/vein model predict.py --av uses unless --weights says otherwise
 
 
 def work_scale(fov, shape, target, detail=1.0):
@@ -278,6 +279,12 @@ class Segmenter:
         prob = self.probability(image, fov, trace)
         return prob, self.mask(prob, fov, threshold)
 
+    def require_av(self, name="this model"):
+        """Refuse, in one line, a vessel-only model where arteries and veins are asked for."""
+        if self.classes != "av":
+            raise UserError(f"{name} is a vessel-only model: arteries and veins need an artery/vein model "
+                            f"({AV_WEIGHTS}, or train one with: python train.py --av --dataset DRIVE-AV)")
+
     def segment_av(self, image, fov=None, threshold=None, vote=True):
         """An artery/vein model's (vessel probability, vessel mask, artery-given-vessel probability,
         class map 0/1/2: av.assign, segment by segment unless ``vote`` is False)."""
@@ -286,9 +293,8 @@ class Segmenter:
         image = as_image(image)
         if fov is None:
             fov = estimate_fov(image)
+        self.require_av()
         maps = self.maps(image, fov)
-        if len(maps) < 2:
-            raise UserError("a vessel-only model: arteries and veins need an artery/vein model (train.py --av)")
         mask = self.mask(maps[0], fov, threshold)
         return maps[0], mask, maps[1], assign(mask, maps[1], vote)
 
@@ -297,9 +303,6 @@ class Segmenter:
         ``threshold``), with this Segmenter's bridging and speck removal."""
         return vessel_mask(prob, self.threshold if threshold is None else threshold, fov_diameter(np.asarray(fov, bool)),
                            self.bridge, self.min_fragment)
-
-
-AV_WEIGHTS = "UNet_AV.onnx"  # the artery/vein model predict.py --av uses unless --weights says otherwise
 
 
 def prediction_main(default_weights, doc, train_hint):
@@ -392,9 +395,8 @@ def prediction_main(default_weights, doc, train_hint):
                                   min_fragment=args.min_fragment)
         if args.threshold is not None:
             seg.threshold = args.threshold
-        if args.av and seg.classes != "av":
-            raise UserError(f"{args.weights} is a vessel-only model: --av needs an artery/vein model ({AV_WEIGHTS}, or "
-                            f"train one with: python train.py --av --dataset DRIVE-AV)")
+        if args.av:
+            seg.require_av(args.weights)
 
         def done_before(dst):
             return dst.is_file() and (not args.prob or dst.with_name(dst.stem + "_prob.png").is_file()) and \

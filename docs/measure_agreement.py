@@ -46,6 +46,21 @@ AV_MEASURES = ["crae_px", "crve_px", "avr", "n_arteries_zoneB", "n_veins_zoneB"]
 AV_SETS = {"DRIVE-AV": "DRIVE_AV", "LES-AV": "LES-AV"}
 
 
+def values(rows, m):
+    """Measure ``m`` of each row, NaN where it is empty."""
+    return np.array([np.nan if r.get(m) is None else r[m] for r in rows], float)
+
+
+def compare(reference, other, m):
+    """(mean of ``other``, bias in %: the mean over images of (other - reference) / reference, Pearson's r,
+    images with both) of measure ``m``."""
+    ref, val = values(reference, m), values(other, m)
+    ok = np.isfinite(ref) & np.isfinite(val) & (ref != 0)
+    bias = np.mean((val[ok] - ref[ok]) / ref[ok]) * 100 if ok.any() else float("nan")
+    r = np.corrcoef(ref[ok], val[ok])[0, 1] if ok.sum() > 2 else float("nan")
+    return np.nanmean(val), bias, r, int(ok.sum())
+
+
 def items(dataset, data):
     """(name, photograph, FOV or None, first observer, second observer or None) of the test set."""
     if dataset in AV_SETS:
@@ -103,14 +118,10 @@ def main(argv=None):
     print(head)
     print("|" + "---|" * (2 + 3 * len(others)))
     for m in MEASURES:
-        ref = np.array([np.nan if r[m] is None else r[m] for r in rows["reference"]], float)
-        cells = [m, f"{np.nanmean(ref):.4g}"]
+        cells = [m, f"{np.nanmean(values(rows['reference'], m)):.4g}"]
         for k in others:
-            val = np.array([np.nan if r[m] is None else r[m] for r in rows[k]], float)
-            ok = np.isfinite(ref) & np.isfinite(val) & (ref != 0)
-            bias = np.mean((val[ok] - ref[ok]) / ref[ok]) * 100
-            r = np.corrcoef(ref[ok], val[ok])[0, 1] if ok.sum() > 2 else float("nan")
-            cells += [f"{np.nanmean(val):.4g}", f"{bias:+.1f} %", f"{r:.2f}"]
+            mean, bias, r, _ = compare(rows["reference"], rows[k], m)
+            cells += [f"{mean:.4g}", f"{bias:+.1f} %", f"{r:.2f}"]
         print("| " + " | ".join(cells) + " |")
 
 
@@ -135,12 +146,8 @@ def av_agreement(dataset, data, seg, weights):
     print("| measure | reference mean | model mean | model bias | r | images with both |")
     print("|---|---|---|---|---|---|")
     for m in AV_MEASURES:
-        ref = np.array([np.nan if r.get(m) is None else r[m] for r in rows["reference"]], float)
-        val = np.array([np.nan if r.get(m) is None else r[m] for r in rows["model"]], float)
-        ok = np.isfinite(ref) & np.isfinite(val) & (ref != 0)
-        bias = np.mean((val[ok] - ref[ok]) / ref[ok]) * 100 if ok.any() else float("nan")
-        r = np.corrcoef(ref[ok], val[ok])[0, 1] if ok.sum() > 2 else float("nan")
-        print(f"| {m} | {np.nanmean(ref):.4g} | {np.nanmean(val):.4g} | {bias:+.1f} % | {r:.2f} | {ok.sum()} |")
+        mean, bias, r, n = compare(rows["reference"], rows["model"], m)
+        print(f"| {m} | {np.nanmean(values(rows['reference'], m)):.4g} | {mean:.4g} | {bias:+.1f} % | {r:.2f} | {n} |")
 
 
 if __name__ == "__main__":

@@ -68,6 +68,19 @@ def av_photo(h=96, w=112, seed=0):
     return rgb, label, fov
 
 
+def write_av_set(root, splits):
+    """ROOT/DRIVE-AV/SPLIT/{image,label,label_av,mask}: ``splits`` {split: (file tag, count)} of av_photo
+    photographs (the layout prepare_data.py --dataset DRIVE-AV writes)."""
+    from imio import write_png
+
+    for split, (tag, n) in splits.items():
+        for i in range(1, n + 1):
+            rgb, classes, fov = av_photo(seed=i)
+            for sub, arr in (("image", rgb), ("label", classes > 0), ("label_av", classes), ("mask", fov)):
+                write_png(root / "DRIVE-AV" / split / sub / f"{i:02d}_{tag}.png", arr)
+    return root
+
+
 @pytest.fixture
 def tiny_dataset(tmp_path):
     """ROOT/DRIVE/{train,test}/{image,label,mask} with 3 + 2 synthetic images."""

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import av
-from conftest import av_photo
+from conftest import write_av_set
 
 TINY = ["--epochs", "2", "--width", "4", "--depth", "3", "--val-count", "1", "--val-every", "1", "--batch-size", "2"]
 
@@ -16,18 +16,7 @@ TINY = ["--epochs", "2", "--width", "4", "--depth", "3", "--val-count", "1", "--
 @pytest.fixture
 def av_dataset(tmp_path):
     """ROOT/DRIVE-AV/{train,test}/{image,label,label_av,mask}: 3 + 2 synthetic photographs."""
-    from imio import write_png
-
-    root = tmp_path / "root"
-    for split, tag, n in (("train", "training", 3), ("test", "test", 2)):
-        for i in range(1, n + 1):
-            rgb, label, fov = av_photo(seed=i)
-            d = root / "DRIVE-AV" / split
-            write_png(d / "image" / f"{i:02d}_{tag}.png", rgb)
-            write_png(d / "label" / f"{i:02d}_{tag}.png", label > 0)
-            write_png(d / "label_av" / f"{i:02d}_{tag}.png", label)
-            write_png(d / "mask" / f"{i:02d}_{tag}.png", fov)
-    return root
+    return write_av_set(tmp_path / "root", {"train": ("training", 3), "test": ("test", 2)})
 
 
 @pytest.fixture

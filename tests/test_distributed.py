@@ -61,13 +61,9 @@ def test_two_processes_train_the_same_weights_as_one(five_images, tmp_path):
 
 def test_the_artery_vein_model_trains_under_torchrun_as_in_one_process(tmp_path):
     """train.py --av: the same data-parallel result as one process (its two outputs, its loss)."""
-    from conftest import av_photo
+    from conftest import write_av_set
 
-    root = tmp_path / "root"
-    for i in range(1, 6):
-        rgb, classes, fov = av_photo(seed=i)
-        for sub, arr in (("image", rgb), ("label", classes > 0), ("label_av", classes), ("mask", fov)):
-            write_png(root / "DRIVE-AV" / "train" / sub / f"{i:02d}_training.png", arr)
+    root = write_av_set(tmp_path / "root", {"train": ("training", 5)})
     common = [REPO / "train.py", "--root", root, "--dataset", "DRIVE-AV", "--av", *TINY, "--epochs", "2",
               "--batch-size", "1"]
     r = run([*TORCHRUN, *common, "--out", tmp_path / "ddp.pth"], cwd=tmp_path)
