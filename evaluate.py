@@ -266,7 +266,7 @@ def main(argv=None):
 
             masks = [vessel_mask(m[0], threshold, fov_diameter(s.fov), args.bridge, args.min_fragment)
                      for s, m in zip(samples, probs)]
-            classes = [assign(mk, m[1], not args.av_pixels) for mk, m in zip(masks, probs)]
+            classes = [assign(mk, m[1], not args.av_pixels, seg.scale(s.fov)) for s, mk, m in zip(samples, masks, probs)]
             probs = [m[0] for m in probs]
     seconds = time.perf_counter() - t0
     summary, rows, (y, pp) = evaluate(samples, probs, threshold, args.bridge, args.min_fragment)

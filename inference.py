@@ -210,6 +210,14 @@ class Segmenter:
         vessel: an artery/vein model, av.py)."""
         return self.pre.get("classes", "vessel")
 
+    def scale(self, fov):
+        """The factor by which the whole-image method rescales a photograph with this FOV mask before
+        the network sees it (``work_scale``; 1 for the patch method, which resizes to its own size)."""
+        target = self.pre.get("fov_diameter")
+        if self.pre["method"] != "whole" or not (self.rescale and target):
+            return 1.0
+        return work_scale(fov, np.shape(fov), target, self.detail)
+
     def probability(self, image, fov=None, trace=None):
         """Vessel probability in [0, 1], float32, same height/width as ``image``; 0 outside the FOV.
 
@@ -244,8 +252,7 @@ class Segmenter:
             if trace is not None:
                 trace.update(resized=work, windows=windows, window=patch)
         elif self.pre["method"] == "whole":
-            target = self.pre.get("fov_diameter")
-            scale = work_scale(fov, (h, w), target, self.detail) if self.rescale and target else 1.0
+            scale = self.scale(fov)
             scaled = rescale(gray, scale)
             work = enhance(scaled, self.pre.get("enhance", "none"))
             margin = 16 * self.net.align
@@ -287,7 +294,7 @@ class Segmenter:
 
     def segment_av(self, image, fov=None, threshold=None, vote=True):
         """An artery/vein model's (vessel probability, vessel mask, artery-given-vessel probability,
-        class map 0/1/2: av.assign, segment by segment unless ``vote`` is False)."""
+        class map 0/1/2: av.assign, segment by segment -- cut at the working scale -- unless ``vote`` is False)."""
         from av import assign
 
         image = as_image(image)
@@ -296,7 +303,7 @@ class Segmenter:
         self.require_av()
         maps = self.maps(image, fov)
         mask = self.mask(maps[0], fov, threshold)
-        return maps[0], mask, maps[1], assign(mask, maps[1], vote)
+        return maps[0], mask, maps[1], assign(mask, maps[1], vote, self.scale(fov))
 
     def mask(self, prob, fov, threshold=None):
         """The vessel mask of a map: ``postprocess.vessel_mask`` at the stored threshold (or

@@ -89,6 +89,23 @@ def test_each_segment_between_branch_points_takes_one_class_and_a_crossing_keeps
     assert (voted[~mask] == av.BACKGROUND).all()
 
 
+def test_a_large_photographs_segments_are_cut_at_the_working_scale_with_the_same_classes():
+    # the crossing above, 4 times larger and not square: cut at a quarter of the size (as an
+    # 8-megapixel photograph is, at the network's scale), every pixel off the crossing keeps the full-size vote's class
+    mask = np.zeros((240, 320), bool)
+    mask[116:128, :] = True
+    mask[:, 156:168] = True
+    p = np.zeros(mask.shape)
+    p[116:128, :] = 0.9
+    p[:, 156:168] = 0.2
+    p[116:128, 20:60] = 0.35
+    full, coarse = av.assign(mask, p), av.assign(mask, p, scale=0.25)
+    assert (full[116:128, 20:60] == av.ARTERY).all() and (full[:100, 156:168] == av.VEIN).all()
+    crossing = np.zeros(mask.shape, bool)
+    crossing[116:128, 156:168] = True  # where the two meet either class is right
+    assert np.array_equal(coarse[~crossing], full[~crossing])
+
+
 def test_the_colour_map_reads_back_and_anything_else_is_refused():
     classes = np.array([[0, 1], [2, 3]], np.uint8)
     rgb = av.to_colour(classes)
