@@ -362,11 +362,13 @@ class App:
         by_calibre, _ = overlays(segs, mask & fov, image, disc=row)
         return measurement_table(row), by_calibre
 
-    def arteries_veins(self, path, model):
+    def arteries_veins(self, path, model, tta=False):
         """-> the photograph with its arteries red and veins blue, the zone B picture (the vessels CRAE and
-        CRVE are made of), a Markdown table (CRAE, CRVE, AVR; av.py), the colour map file."""
+        CRVE are made of), a Markdown table (CRAE, CRVE, AVR; av.py), the colour map file. ``tta``: the
+        maps averaged with the flipped photograph's (twice the time; better classes on the validation
+        photographs, README)."""
         image = read_upload(path)
-        seg = self.models.get(model)
+        seg = self.models.get(model, tta)
         seg.require_av(model)
         t0 = time.perf_counter()
         fov = estimate_fov(image)
@@ -759,6 +761,8 @@ def build(app):
                         "**No artery/vein model beside app.py**: train one with `python train.py --av`."))
             with gr.Row():
                 av_model = gr.Dropdown(av_names, value=av_names[0] if av_names else None, label="Artery/vein model")
+                av_tta = gr.Checkbox(False, label="Test-time augmentation (flip; twice the time, fewer mistakes)",
+                                     elem_id="av_tta")
                 av_go = gr.Button("Arteries and veins", variant="primary", elem_id="av_go")
             av_status = gr.Markdown(elem_id="av_status")
             with gr.Row():
@@ -770,18 +774,33 @@ def build(app):
                 av_table = gr.Markdown(elem_id="av_table")
                 av_file = gr.File(label="Artery/vein map (PNG: red, blue)", elem_id="av_file")
 
-            def arteries_veins(photograph, model, request: gr.Request):
+            def arteries_veins(photograph, model, tta, request: gr.Request):
                 with notes.kept(request):
                     if not model:
                         raise UserError("no artery/vein model beside app.py: train one with python train.py --av")
-                    out = app.arteries_veins(photograph or SAMPLES[0], model)
-                return (*out, f"**{Path(photograph or SAMPLES[0]).name}**: arteries and veins by {model}.")
+                    out = app.arteries_veins(photograph or SAMPLES[0], model, tta)
+                return (*out, f"**{Path(photograph or SAMPLES[0]).name}**: arteries and veins by {model}"
+                              f"{' (flip averaged)' if tta else ''}.")
+
+            def av_settings_changed(model, tta, result):
+                """Mark the artery/vein result on the page when the model or the flip no longer match it."""
+                if result is None:
+                    return gr.skip()
+                (m, a), done = result
+                if (m, a) == (model, tta):
+                    return done
+                return f"{done}\n\n**The settings have changed since this result**: press **Arteries and veins** to update it."
 
             av_outputs = [av_map, av_zone, av_table, av_file, av_status]
-            step = av_go.click(lambda p: [None] * 4 + [f"Working on {Path(p or SAMPLES[0]).name} ..."], photo,
-                               av_outputs, queue=False, api_name=False) \
-                .then(arteries_veins, [photo, av_model], av_outputs, api_name="arteries_veins")
+            av_shown = gr.State(None)  # the settings and status line of the artery/vein result on the page
+            step = av_go.click(lambda p: [None] * 4 + [f"Working on {Path(p or SAMPLES[0]).name} ...", None], photo,
+                               av_outputs + [av_shown], queue=False, api_name=False) \
+                .then(arteries_veins, [photo, av_model, av_tta], av_outputs, api_name="arteries_veins")
             step.failure(failed("tell the arteries from the veins of"), photo, av_status, api_name=False)
+            step.success(lambda m, a, done: ((m, a), done), [av_model, av_tta, av_status], av_shown, api_name=False)
+            for setting in (av_model, av_tta):
+                setting.change(av_settings_changed, [av_model, av_tta, av_shown], av_status, api_name=False,
+                               queue=False)
         with gr.Tab("How it works"):
             gr.Markdown("Every stage of the two methods on your photograph (the one uploaded in *Segment*, or "
                         "the sample), computed by the same code as the segmentation itself.")

@@ -203,6 +203,11 @@ def test_arteries_and_veins_give_predict_py_classes_and_its_crae_crve_avr(app, t
     assert used["artery"] > 50 and used["vein"] > 50 and zone.shape == colour.shape
     with pytest.raises(UserError, match="vessel-only model"):
         app.arteries_veins(str(SAMPLE), "DRIVE, fast")
+    # with the flip: predict.py --av --tta's map, and not the plain one
+    flipped = app.arteries_veins(str(SAMPLE), AV_MODEL, tta=True)[3]
+    predict.main(["--av", "--tta", "--input", str(SAMPLE), "--output", str(tmp_path / "tta")])
+    assert np.array_equal(read_image(flipped), read_image(tmp_path / "tta" / "img_av.png"))
+    assert not np.array_equal(read_image(flipped), colour)
 
 
 def test_a_batch_with_the_artery_vein_model_adds_its_maps_and_crae_crve_avr(app, tmp_path):
@@ -542,6 +547,14 @@ def test_in_a_browser_arteries_and_veins(server, tmp_path):
             link.click()
         dl.value.save_as(tmp_path / "av.png")
         assert av.read_classes(read_image(tmp_path / "av.png")).max() == av.VEIN
+        status = page.locator("#av_status")
+        assert "flip" not in status.inner_text()
+        # the flip ticked after the result: the page says the result is the old settings', then updates it
+        page.locator("#av_tta input").check()
+        status.get_by_text("The settings have changed").wait_for(timeout=10000)
+        page.locator("#av_go").click()
+        status.get_by_text("(flip averaged)").wait_for(timeout=60000)
+        assert "settings have changed" not in status.inner_text()
         if shots:  # the two pictures loaded before the picture of the page is taken
             page.wait_for_function("() => [...document.querySelectorAll('#av_map img, #av_zone img')]"
                                    ".every(i => i.complete && i.naturalWidth > 0)", timeout=60000)
