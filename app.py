@@ -761,7 +761,7 @@ def build(app):
                         "**No artery/vein model beside app.py**: train one with `python train.py --av`."))
             with gr.Row():
                 av_model = gr.Dropdown(av_names, value=av_names[0] if av_names else None, label="Artery/vein model")
-                av_tta = gr.Checkbox(False, label="Test-time augmentation (flip; twice the time, fewer mistakes)",
+                av_tta = gr.Checkbox(False, label="Test-time augmentation (flip: about 1.7x the time, fewer mistakes)",
                                      elem_id="av_tta")
                 av_go = gr.Button("Arteries and veins", variant="primary", elem_id="av_go")
             av_status = gr.Markdown(elem_id="av_status")

@@ -24,14 +24,14 @@ import allocator
 allocator._MALLOC_TUNED = {untuned!r}  # True: pretend it is done already, so glibc keeps its defaults
 from inference import Segmenter
 from preprocess import resize
-w, h, weights, repeats, image, rescale = {w}, {h}, {weights!r}, {repeats}, {image!r}, {rescale!r}
+w, h, weights, repeats, image, rescale, flip = {w}, {h}, {weights!r}, {repeats}, {image!r}, {rescale!r}, {flip!r}
 if weights == "original":
     import torch
     from unet import UNet
     torch.manual_seed(0)
     seg = Segmenter(UNet(1, 64, 5).eval(), {{"method": "whole", "enhance": "clahe", "fov_diameter": 540}}, 0.5)
 else:
-    seg = Segmenter.from_file(weights, rescale=rescale)
+    seg = Segmenter.from_file(weights, rescale=rescale, flip=flip)
 if image:
     from imio import read_image
     img = resize(read_image(image), (w, h))
@@ -48,9 +48,9 @@ print(json.dumps({{"median_s": statistics.median(times), "peak_rss_mb": resource
 """
 
 
-def measure(repo, w, h, weights, repeats, image, rescale=True, untuned=False):
+def measure(repo, w, h, weights, repeats, image, rescale=True, untuned=False, flip=False):
     code = CHILD.format(repo=str(repo), w=w, h=h, weights=weights, repeats=repeats, image=image, rescale=rescale,
-                        untuned=untuned)
+                        untuned=untuned, flip=flip)
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     if r.returncode:
         raise SystemExit(f"error: benchmark child failed: {r.stderr.strip().splitlines()[-1]}")
@@ -69,6 +69,8 @@ def main(argv=None):
                    help="segment at the given size (tiled) instead of rescaling by the FOV: shows memory/time vs pixels")
     p.add_argument("--untuned-malloc", action="store_true",
                    help="keep glibc's default allocator settings (shows what unet.tune_malloc saves)")
+    p.add_argument("--tta", action="store_true",
+                   help="also time each model with the flip (test-time augmentation, predict.py --tta)")
     args = p.parse_args(argv)
     repo = Path(__file__).resolve().parent
     for weights in args.weights:
@@ -80,12 +82,13 @@ def main(argv=None):
     for size in args.sizes:
         w, h = (int(v) for v in size.lower().split("x"))
         flags = (" --no-rescale" if args.no_rescale else "") + (" --untuned-malloc" if args.untuned_malloc else "")
-        rows = [(Path(w).name + flags, w) for w in args.weights]
+        rows = [(Path(w).name + flags + tta, w, bool(tta)) for w in args.weights for tta in ["", " --tta"][:1 + args.tta]]
         if not args.no_original:
-            rows.append(("original U-Net 64/5 (random weights)", "original"))
-        for label, weights in rows:
+            rows.append(("original U-Net 64/5 (random weights)", "original", False))
+        for label, weights, flip in rows:
             repeats = max(1, args.repeats if weights != "original" else min(args.repeats, 3))
-            r = measure(repo, w, h, weights, repeats, image, rescale=not args.no_rescale, untuned=args.untuned_malloc)
+            r = measure(repo, w, h, weights, repeats, image, rescale=not args.no_rescale, untuned=args.untuned_malloc,
+                        flip=flip)
             print(f"| {w}x{h} | {label} | {r['median_s']:.3f} | {r['peak_rss_mb']:.0f} |", flush=True)
 
 

@@ -2,10 +2,12 @@
 
 The photographs are those ``--ref`` (a .pth written by train.py --av) held out for validation, from
 its first dataset only (so models trained with and without --also are scored on the same images);
-each model classifies segment by segment (the default) and pixel by pixel. Scores as evaluate.py
---av computes them (av.py; pooled).
+each model classifies segment by segment (the default) and pixel by pixel, and with ``--tta`` also
+with its maps averaged with the flipped photograph's (predict.py --tta). Scores as evaluate.py --av
+computes them (av.py; pooled).
 
     python docs/av_validation.py --root RUNS --ref av_A.pth av_A.onnx av_B.onnx av_W.onnx
+    python docs/av_validation.py --root RUNS --ref av_B.pth --tta av_B.onnx av_C.onnx av_D.onnx
 """
 import argparse
 import sys
@@ -25,6 +27,7 @@ def main(argv=None):
     p.add_argument("--root", default=".", help="folder holding the prepared DRIVE-AV/ (default: %(default)s)")
     p.add_argument("--ref", required=True, help="the checkpoint whose validation photographs are used")
     p.add_argument("weights", nargs="+", help="artery/vein models (.pth or .onnx)")
+    p.add_argument("--tta", action="store_true", help="also score each model with the flip (test-time augmentation)")
     args = p.parse_args(argv)
     info = read_checkpoint(args.ref)["info"]
     dataset = info["trained_on"].split("+")[0]
@@ -33,12 +36,12 @@ def main(argv=None):
     print(f"{dataset}: {', '.join(s.name for s in samples)}\n")
     print("| model | classes | " + " | ".join(KEYS) + " | mean A/V F1 |")
     print("|---|---|" + "---|" * (len(KEYS) + 1))
-    for path in args.weights:
-        seg = Segmenter.from_file(path)
+    for path, flip in [(w, f) for w in args.weights for f in ((False, True) if args.tta else (False,))]:
+        seg = Segmenter.from_file(path, flip=flip)
         for vote in (False, True):
             classes = [seg.segment_av(s.image, s.fov, vote=vote)[3] for s in samples]
             sc, _ = av_evaluate(samples, classes)
-            print(f"| {Path(path).stem} | {'vote' if vote else 'pixels'} | " +
+            print(f"| {Path(path).stem} | {'vote' if vote else 'pixels'}{' + flip' if flip else ''} | " +
                   " | ".join(f"{sc[k]:.4f}" for k in KEYS) + f" | {(sc['artery_f1'] + sc['vein_f1']) / 2:.4f} |")
 
 

@@ -101,6 +101,9 @@ def test_bench_inference_prints_one_row_per_size_and_model(tmp_path):
         assert [c[1].strip() for c in rows] == ["UNet.onnx" + tail, "UNet.pth" + tail] * 2
         assert all(0 < float(c[2]) < 10 and 30 < float(c[3]) < 4000 for c in rows)
         assert all(float(o[3]) < float(t[3]) for o, t in zip(rows[::2], rows[1::2]))  # ONNX: no torch in memory
+    r = subprocess.run([sys.executable, REPO / "bench_inference.py", "--no-original", "--repeats", "1", "--tta",
+                        "--weights", "UNet.onnx", "--sizes", "120x100"], cwd=REPO, capture_output=True, text=True)
+    assert [line.split("|")[2].strip() for line in r.stdout.splitlines()[2:]] == ["UNet.onnx", "UNet.onnx --tta"]
 
 
 def test_scores_from_saved_probability_maps_equal_the_in_process_scores(drive_src, tmp_path):
