@@ -365,7 +365,7 @@ class App:
     def arteries_veins(self, path, model, tta=False):
         """-> the photograph with its arteries red and veins blue, the zone B picture (the vessels CRAE and
         CRVE are made of), a Markdown table (CRAE, CRVE, AVR; av.py), the colour map file. ``tta``: the
-        maps averaged with the flipped photograph's (twice the time; better classes on the validation
+        maps averaged with the flipped photograph's (about 1.7 times the time; better classes on the validation
         photographs, README)."""
         image = read_upload(path)
         seg = self.models.get(model, tta)
@@ -650,6 +650,17 @@ def build(app):
             return f"**Could not {what} {name}:** {reason}"
         return report
 
+    def marked(result, now, button, describe=lambda then: ""):
+        """The status line of the result on the page (``result``: its settings and status line), with a
+        mark when the settings ``now`` on the page are no longer its own (``describe``: the old ones)."""
+        if result is None:
+            return gr.skip()
+        then, done = result
+        if then == now:
+            return done
+        return (f"{done}\n\n**The settings have changed since this result**{describe(then)}: press **{button}** "
+                f"to update it.")
+
     names = list(app.models.paths)
     if not names:
         raise UserError(f"no weights files (.onnx or .pth) in {HERE}: export or train a model first")
@@ -712,13 +723,9 @@ def build(app):
 
             def settings_changed(model, threshold, tta, bridge, result):
                 """Mark the result on the page when the settings no longer match it."""
-                if result is None:
-                    return gr.skip()
-                (m, t, a, b), done = result
-                if (m, round(t, 3), a, b) == (model, round(threshold, 3), tta, bridge):
-                    return done
-                return (f"{done}\n\n**The settings have changed since this result** (model {m}, threshold "
-                        f"{t:.3f}{', flip' if a else ''}{', gaps bridged' if b else ''}): press **Segment** to update it.")
+                return marked(result, (model, round(threshold, 3), tta, bridge), "Segment",
+                              lambda s: f" (model {s[0]}, threshold {s[1]:.3f}{', flip' if s[2] else ''}"
+                                        f"{', gaps bridged' if s[3] else ''})")
 
             def model_threshold(model, request: gr.Request):
                 with notes.kept(request):
@@ -746,7 +753,7 @@ def build(app):
                 .then(lambda: None, None, shown, queue=False, api_name=False) \
                 .then(segment, [photo, model, threshold, tta, bridge], segment_outputs + [status], api_name="segment")
             step.failure(failed("segment"), photo, status, api_name=False)
-            step.success(lambda m, t, a, b, done: ((m, t, a, b), done), [model, threshold, tta, bridge, status], shown,
+            step.success(lambda m, t, a, b, done: ((m, round(t, 3), a, b), done), [model, threshold, tta, bridge, status], shown,
                          api_name=False)
             step.success(measure, [photo, mask_file], [m_table, m_over], api_name="measure") \
                 .failure(failed("measure the vessels of"), photo, status, api_name=False)
@@ -784,12 +791,7 @@ def build(app):
 
             def av_settings_changed(model, tta, result):
                 """Mark the artery/vein result on the page when the model or the flip no longer match it."""
-                if result is None:
-                    return gr.skip()
-                (m, a), done = result
-                if (m, a) == (model, tta):
-                    return done
-                return f"{done}\n\n**The settings have changed since this result**: press **Arteries and veins** to update it."
+                return marked(result, (model, tta), "Arteries and veins")
 
             av_outputs = [av_map, av_zone, av_table, av_file, av_status]
             av_shown = gr.State(None)  # the settings and status line of the artery/vein result on the page

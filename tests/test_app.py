@@ -641,6 +641,7 @@ def test_in_a_browser_a_new_request_clears_the_old_result_and_a_failure_says_why
         page.locator("#threshold input[type=number]").fill("0.3")
         page.locator("#threshold input[type=number]").press("Enter")
         status.get_by_text("The settings have changed since this result").wait_for(timeout=10000)
+        assert "(model DRIVE, whole image, threshold 0.470): press Segment" in status.inner_text()
         # a truncated photograph: every earlier result is gone, the reason stays
         page.locator("#photo button[aria-label=Clear]").click()
         upload(page, "#photo", tmp_path / "cut.jpg")
