@@ -262,11 +262,9 @@ def main(argv=None):
         probs = [by_index[i] for i in range(len(samples))]
         classes = None
         if args.av:  # the vessel mask as predict.py makes it, classified as predict.py --av does
-            from av import assign
-
             masks = [vessel_mask(m[0], threshold, fov_diameter(s.fov), args.bridge, args.min_fragment)
                      for s, m in zip(samples, probs)]
-            classes = [assign(mk, m[1], not args.av_pixels, seg.scale(s.fov)) for s, mk, m in zip(samples, masks, probs)]
+            classes = [seg.kinds(mk, m[1], s.fov, not args.av_pixels) for s, mk, m in zip(samples, masks, probs)]
             probs = [m[0] for m in probs]
     seconds = time.perf_counter() - t0
     summary, rows, (y, pp) = evaluate(samples, probs, threshold, args.bridge, args.min_fragment)

@@ -294,16 +294,21 @@ class Segmenter:
 
     def segment_av(self, image, fov=None, threshold=None, vote=True):
         """An artery/vein model's (vessel probability, vessel mask, artery-given-vessel probability,
-        class map 0/1/2: av.assign, segment by segment -- cut at the working scale -- unless ``vote`` is False)."""
-        from av import assign
-
+        class map 0/1/2: ``kinds``)."""
         image = as_image(image)
         if fov is None:
             fov = estimate_fov(image)
         self.require_av()
         maps = self.maps(image, fov)
         mask = self.mask(maps[0], fov, threshold)
-        return maps[0], mask, maps[1], assign(mask, maps[1], vote, self.scale(fov))
+        return maps[0], mask, maps[1], self.kinds(mask, maps[1], fov, vote)
+
+    def kinds(self, mask, p_artery, fov, vote=True):
+        """The class map of a vessel mask (av.assign): segment by segment, the segments cut at the scale
+        this model segments a photograph with this FOV at, unless ``vote`` is False."""
+        from av import assign
+
+        return assign(mask, p_artery, vote, self.scale(fov))
 
     def mask(self, prob, fov, threshold=None):
         """The vessel mask of a map: ``postprocess.vessel_mask`` at the stored threshold (or

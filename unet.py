@@ -85,8 +85,9 @@ class UNet(nn.Module):
 
 class WNet(nn.Module):
     """Two U-Nets in sequence (a "W-Net"): the second sees the image and the first one's
-    probabilities (every output: for the artery/vein model, its vessel and artery maps). ``stage_logits`` returns both outputs so training can put the loss on each;
-    ``forward`` returns the last one, so inference treats it like a U-Net."""
+    probabilities (every output: for the artery/vein model, its vessel and artery maps).
+    ``stage_logits`` returns both outputs so training can put the loss on each; ``forward`` returns
+    the last one, so inference treats it like a U-Net."""
 
     def __init__(self, in_channels=1, width=8, depth=3, stages=2, out_channels=1):
         super().__init__()
