@@ -212,6 +212,8 @@ def main(argv=None):
     distributed.add_device_arg(p)
     args = p.parse_args(argv)
 
+    if args.tree and args.pred:
+        raise UserError("--tree uses the tree setting stored in --weights; --pred maps have none (give --threshold)")
     if args.split == "val":
         if args.pred:
             raise UserError("--split val scores --weights on the images they held out; --pred has none")
@@ -239,6 +241,9 @@ def main(argv=None):
         from inference import Segmenter
 
         seg = Segmenter.from_file(args.weights, flip=args.tta, device=args.device, detail=args.detail)
+        if args.tree:  # the measuring setting: its threshold, bridging and speck removal
+            seg.use_tree(args.weights, args.bridge, args.min_fragment)
+            args.bridge, args.min_fragment = seg.bridge, seg.min_fragment
         threshold = seg.threshold if args.threshold is None else args.threshold
         method, detail = seg.pre["method"], seg.detail
         if args.av:
@@ -279,7 +284,7 @@ def main(argv=None):
         write_csv(out / "av_per_image.csv", av_rows, ["image"] + AV_ORDER)
     keep = ORDER + TOPOLOGY
     report = {"dataset": args.dataset, "split": args.split, "images": len(samples), "source": source,
-              "method": method, "threshold": threshold, "bridge": args.bridge, "min_fragment": args.min_fragment, "tta": args.tta, "detail": detail, "seconds": round(seconds, 2),
+              "method": method, "threshold": threshold, "tree": args.tree, "bridge": args.bridge, "min_fragment": args.min_fragment, "tta": args.tta, "detail": detail, "seconds": round(seconds, 2),
               "metrics": {k: None if summary[k] is None else round(summary[k], 4) for k in keep},
               "second_observer": {k: None if v is None else round(v, 4) for k, v in human.items()} if human else None,
               "topology": topology.__doc__.split("\n\n")[1].replace("\n", " ")}
@@ -289,7 +294,7 @@ def main(argv=None):
     atomic_replace(out / "summary.json", lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2)), suffix=".json")
     save_curves(y, pp, out, f"{args.dataset} {args.split}: {Path(source.rstrip('/')).stem}", summary)
 
-    tidy = "".join([", gaps bridged" if args.bridge else "",
+    tidy = "".join([" (the weights' tree setting)" if args.tree else "", ", gaps bridged" if args.bridge else "",
                     f", specks up to {args.min_fragment} px (at DRIVE's scale) removed" if args.min_fragment else ""])
     print(f"{args.dataset} {args.split}, {len(samples)} images, inside the FOV, pixels pooled; threshold {threshold:.3f}"
           f"{tidy}")

@@ -177,7 +177,7 @@ class Segmenter:
     """
 
     def __init__(self, net, preprocess, threshold=0.5, tile=1024, rescale=True, flip=False, detail=None,
-                 bridge=False, min_fragment=0):
+                 bridge=False, min_fragment=0, tree=None):
         tune_malloc()
         if not hasattr(net, "backend"):
             from unet import TorchNet
@@ -193,6 +193,8 @@ class Segmenter:
         # the mask's gaps bridged along the map, and its specks of up to min_fragment px (at DRIVE's
         # scale) removed (postprocess.py; both off by default)
         self.bridge, self.min_fragment = bool(bridge), int(min_fragment)
+        # the measuring setting stored with the weights (tree_threshold.py), used on request (use_tree)
+        self.tree = dict(tree) if tree else None
 
     @property
     def needs_colour(self):
@@ -202,7 +204,20 @@ class Segmenter:
     @classmethod
     def from_file(cls, path, hint="", device="cpu", **kw):
         net, meta = load_net(path, hint, device)
-        return cls(net, meta["preprocess"], meta["threshold"], **kw)
+        return cls(net, meta["preprocess"], meta["threshold"], tree=meta.get("tree"), **kw)
+
+    def use_tree(self, name="the model", bridge=False, min_fragment=0):
+        """Switch to the weights' *tree* setting (tree_threshold.py): the threshold at which the
+        centreline length of the masks matched the annotations' on choosing photographs, and the
+        bridging and speck removal chosen with it. For measuring the vessel tree; it costs pixel
+        accuracy (README, "A setting for measuring the tree"). ``bridge`` and ``min_fragment`` asked for
+        besides are kept."""
+        if not self.tree:
+            raise UserError(f"{name} has no tree setting; choose one with: python tree_threshold.py --weights "
+                            f"{Path(str(name)).with_suffix('.pth').name} --images FOLDER ...")
+        self.threshold = float(self.tree["threshold"])
+        self.bridge = bool(self.tree.get("bridge", False)) or bool(bridge)
+        self.min_fragment = int(min_fragment) or int(self.tree.get("min_fragment", 0))
 
     @property
     def classes(self):
@@ -405,6 +420,8 @@ def prediction_main(default_weights, doc, train_hint):
         seg = Segmenter.from_file(args.weights, hint=hint, device=args.device, rescale=not args.no_rescale,
                                   flip=args.tta, detail=args.detail, bridge=args.bridge,
                                   min_fragment=args.min_fragment)
+        if args.tree:
+            seg.use_tree(args.weights, args.bridge, args.min_fragment)
         if args.threshold is not None:
             seg.threshold = args.threshold
         if args.av:

@@ -134,6 +134,8 @@ def _segmenter(opts):
             _SEGMENTER = Segmenter.from_file(opts["weights"], device=opts["device"], rescale=not opts["no_rescale"],
                                              flip=opts["tta"], detail=opts["detail"], bridge=opts["bridge"],
                                              min_fragment=opts["min_fragment"])
+            if opts["tree"]:
+                _SEGMENTER.use_tree(opts["weights"], opts["bridge"], opts["min_fragment"])
         except UserError as exc:
             raise ModelError(str(exc)) from None
         if opts["threshold"] is not None:

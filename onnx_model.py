@@ -3,8 +3,9 @@
 An exported ``NAME.onnx`` computes vessel probabilities (sigmoid included) from a float32
 N x 1 x H x W input in [0, 1], with N, H and W free (H and W multiples of 2**(depth-1); the
 tiler pads to that). Everything inference needs travels in the model's metadata, as in a ``.pth``:
-``format``, ``arch``, ``preprocess``, ``threshold``, ``info`` (JSON) and ``source_sha256``, the
-hash of the checkpoint it was exported from (so a stale export can be noticed).
+``format``, ``arch``, ``preprocess``, ``threshold``, ``info`` (JSON), where chosen the ``tree`` setting
+(JSON; tree_threshold.py) and ``source_sha256``, the hash of the checkpoint it was exported from (so a
+stale export can be noticed).
 
 Exporting needs torch and onnx (the full install); running needs only onnxruntime and numpy.
 """
@@ -65,6 +66,7 @@ def export(weights, out=None):
         "preprocess": json.dumps(ckpt["preprocess"]),
         "threshold": repr(float(ckpt["threshold"])),
         "info": json.dumps(ckpt.get("info", {})),
+        **({"tree": json.dumps(ckpt["tree"])} if ckpt.get("tree") else {}),
         "source": weights.name,
         "source_sha256": file_sha256(weights),
     }
@@ -143,6 +145,7 @@ def load_onnx(path, hint="", device="cpu"):
     try:
         meta = {"arch": json.loads(props["arch"]), "preprocess": json.loads(props["preprocess"]),
                 "threshold": float(props["threshold"]), "info": json.loads(props.get("info", "{}")),
+                "tree": json.loads(props["tree"]) if "tree" in props else None,
                 "source": props.get("source"), "source_sha256": props.get("source_sha256")}
         align = 2 ** (int(meta["arch"]["depth"]) - 1)
         if len(inputs) != 1 or len(inputs[0].shape) != 4 or not isinstance(meta["preprocess"]["method"], str):

@@ -85,4 +85,9 @@ def add_postprocess_args(parser):
     parser.add_argument("--min-fragment", type=bounded(int, 0), default=0, metavar="N",
                         help=f"remove pieces of the mask of at most N px at DRIVE's scale, scaled with the FOV's area "
                              f"(e.g. {MIN_FRAGMENT}; default: 0, none)")
+    parser.add_argument("--tree", action="store_true",
+                        help="use the weights' tree setting, for measuring the vessel tree: the threshold at which the "
+                             "masks' centreline length matched the annotations' on choosing photographs "
+                             "(tree_threshold.py), with the bridging chosen with it; more thin vessels, less pixel "
+                             "accuracy. --threshold, --bridge and --min-fragment given as well still apply")
 

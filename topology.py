@@ -139,3 +139,46 @@ def centreline_pieces(pred, ref, fov=None):
     _, skel_r = centreline(ref, fov)
     return skel_r & pred, skel_r & ~pred, skel_p & ~ref
 
+
+
+def centreline_length(mask, fov=None):
+    """Centreline length (px) of ``mask`` inside ``fov``: morphometry's, along the smoothed path."""
+    row, _ = centreline(mask, fov)
+    return float(row["centreline_length_px"] or 0.0)
+
+
+def length_matching_threshold(samples, probs, bridge=False, min_fragment=0, lo=0.01, hi=0.99, steps=12):
+    """The *tree threshold* of a model's maps: the threshold at which the centreline length of its
+    masks (``postprocess.vessel_mask``: ``bridge``, ``min_fragment`` as given), summed over the
+    images, equals that of their annotations (``samples``' labels, inside their FOVs).
+
+    The length only grows as the threshold falls (a lower threshold keeps every pixel a higher one
+    keeps, up to the thinning's pixel-level noise), so ``steps`` bisections between ``lo`` and ``hi``
+    find it to (hi - lo) / 2**steps. Returns (threshold, relative length error there); where even
+    ``lo`` gives too short a tree, ``lo`` (and where ``hi`` gives too long a one, ``hi``)."""
+    from morphometry import fov_diameter
+    from postprocess import vessel_mask
+
+    fovs = [np.ones(s.label.shape, bool) if s.fov is None else np.asarray(s.fov, bool) for s in samples]
+    reference = sum(centreline_length(s.label, f) for s, f in zip(samples, fovs))
+    if reference <= 0:
+        raise ValueError("the annotations have no centreline inside their FOVs")
+
+    def error(t):
+        length = sum(centreline_length(vessel_mask(p, t, fov_diameter(f), bridge, min_fragment) & f, f)
+                     for p, f in zip(probs, fovs))
+        return (length - reference) / reference
+
+    e_lo, e_hi = error(lo), error(hi)
+    if e_lo <= 0:
+        return lo, e_lo
+    if e_hi >= 0:
+        return hi, e_hi
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        e_mid = error(mid)
+        if e_mid > 0:
+            lo, e_lo = mid, e_mid
+        else:
+            hi, e_hi = mid, e_mid
+    return (lo, e_lo) if abs(e_lo) <= abs(e_hi) else (hi, e_hi)

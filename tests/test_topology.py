@@ -130,3 +130,52 @@ def test_error_pieces_are_the_missed_and_false_centreline():
     assert missed.sum() >= 5 and xs.min() >= 30 and xs.max() <= 35 and set(ys) <= {61, 62, 63}
     ys, xs = np.nonzero(false)
     assert false.sum() >= 30 and ys.min() >= 95 and ys.max() <= 99
+
+
+class _Sample:
+    def __init__(self, label, fov=None):
+        self.label, self.fov = label, fov
+
+
+def _bars():
+    """An annotation of a wide vessel (prob 0.9) and a thin one (prob 0.3), and a map that also has a
+    faint false vessel (prob 0.1) the annotation does not have."""
+    label = canvas(160)
+    label[40:45, 10:150] = True   # wide vessel, 140 px
+    label[100, 20:100] = True     # thin vessel, 80 px
+    prob = np.zeros(label.shape, np.float32)
+    prob[40:45, 10:150] = 0.9
+    prob[100, 20:100] = 0.3
+    prob[130, 20:140] = 0.1       # not annotated
+    return label, prob
+
+
+def test_tree_threshold_keeps_the_faint_vessel_and_not_the_false_one():
+    label, prob = _bars()
+    t, err = T.length_matching_threshold([_Sample(label)], [prob])
+    assert 0.1 < t <= 0.3  # below 0.1 the false vessel doubles the length; above 0.3 the thin one is lost
+    assert err == pytest.approx(0.0, abs=0.02)
+    # the same map thresholded above the thin vessel's probability is a third short: the bisection saw that
+    short = T.centreline_length(prob >= 0.5) / T.centreline_length(label) - 1
+    assert short < -0.3
+
+
+def test_tree_threshold_stops_at_the_bounds_when_no_threshold_matches():
+    label, prob = _bars()
+    t, err = T.length_matching_threshold([_Sample(label)], [prob * 0.0 + (prob >= 0.9) * 0.9])  # thin vessel absent
+    assert t == 0.01 and err < -0.3  # the tree stays short at every threshold: the lowest, and its error
+    t, err = T.length_matching_threshold([_Sample(label)], [np.where(prob > 0, 0.995, 0).astype(np.float32)])
+    assert t == 0.99 and err > 0.5  # the false vessel is there at every threshold
+
+
+def test_tree_threshold_pools_the_images_and_respects_the_fov():
+    label, prob = _bars()
+    fov = np.ones(label.shape, bool)
+    fov[120:, :] = False  # the false vessel is outside the FOV: it never counts
+    t, err = T.length_matching_threshold([_Sample(label, fov)], [prob])
+    assert t <= 0.1 and err == pytest.approx(0.0, abs=0.02)  # then even the lowest threshold matches
+    # two images: one whose thin vessel is missing from the map, one whose map is the label: the pooled
+    # length is short at every threshold above the faint false vessel, and matched only by taking it in
+    missing = np.where(prob >= 0.9, 0.9, np.where(prob == np.float32(0.1), 0.1, 0)).astype(np.float32)
+    t, err = T.length_matching_threshold([_Sample(label), _Sample(label)], [missing, label.astype(np.float32)])
+    assert t <= 0.1 and abs(err) < 0.2
