@@ -28,14 +28,16 @@ def folder_arg(text):
     return Path(path), int(count) if count else 0
 
 
-def load_images(spec, trained_on):
-    """The samples of one --images folder; refuses photographs the weights were trained on."""
+def load_images(spec, trained_on, datasets):
+    """The samples of one --images folder (DATASET/SPLIT, as prepare_data.py lays them out); refuses
+    photographs the weights were trained on (names listed in them, of a dataset they were trained on)."""
     from dataset import load_sample, pair_files
 
     folder, count = spec
     samples = [load_sample(*t) for t in pair_files(folder, require_mask=False)]
     samples = samples[:count] if count else samples
-    seen = sorted({s.name for s in samples} & set(trained_on))
+    mine = folder.resolve().parent.name in datasets
+    seen = sorted({s.name for s in samples} & set(trained_on)) if mine else []
     if seen:
         raise UserError(f"{folder}: the weights were trained on {', '.join(seen[:3])}{' ...' if len(seen) > 3 else ''}; "
                         "choose on photographs they have not seen")
@@ -74,10 +76,12 @@ def main(argv=None):
     seg = Segmenter.from_file(args.weights)
     if seg.classes != "vessel":
         raise UserError(f"{args.weights} is an artery/vein model; the tree setting is for vessel models")
-    trained_on = ckpt.get("info", {}).get("train_images", []) + ckpt.get("info", {}).get("val_images", [])
+    info = ckpt.get("info", {})
+    trained_on = info.get("train_images", []) + info.get("val_images", [])
+    datasets = set(str(info.get("trained_on", info.get("dataset", ""))).split("+"))
     sets = []
     for spec in args.images:
-        samples = load_images(spec, trained_on)
+        samples = load_images(spec, trained_on, datasets)
         if not samples:
             raise UserError(f"{spec[0]}: no photographs")
         sets.append((spec, samples, [seg.probability(s.image, s.fov) for s in samples]))

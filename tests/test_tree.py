@@ -39,7 +39,8 @@ def test_the_tree_threshold_is_chosen_written_and_exported(tiny_dataset, tmp_pat
 
     monkeypatch.setattr(Segmenter, "probability", faint_map)
     weights = tmp_path / "m.pth"
-    tiny_weights(weights, 0.5, info={"train_images": ["01_training", "02_training", "03_training"]})
+    tiny_weights(weights, 0.5, info={"trained_on": "DRIVE",
+                                                 "train_images": ["01_training", "02_training", "03_training"]})
     tree_threshold.main(["--weights", str(weights), "--images", str(tiny_dataset / "DRIVE" / "test")])
     out = capsys.readouterr().out
     assert "tree threshold" in out and "F1" in out and "branch points" in out
@@ -59,6 +60,12 @@ def test_the_tree_threshold_is_chosen_written_and_exported(tiny_dataset, tmp_pat
     with pytest.raises(SystemExit) as exc:
         tree_threshold.main(["--weights", str(weights), "--images", str(tiny_dataset / "DRIVE" / "train")])
     assert exc.value.code == 2 and "trained on 01_training" in capsys.readouterr().err
+    # the same names in another dataset (prepare_data.py names STARE's photographs 01_training, ...) are other photographs
+    import shutil
+
+    shutil.copytree(tiny_dataset / "DRIVE" / "train", tiny_dataset / "STARE" / "train")
+    tree_threshold.main(["--weights", str(weights), "--images", str(tiny_dataset / "STARE" / "train"), "--dry-run"])
+    assert "tree threshold" in capsys.readouterr().out
 
 
 def test_tree_uses_the_stored_setting_in_every_script(tiny_dataset, tmp_path):
