@@ -84,7 +84,7 @@ class Models:
         self._nets = {}
         self._lock = threading.Lock()
 
-    def get(self, name, tta=False, bridge=False):
+    def get(self, name, tta=False, bridge=False, min_fragment=0):
         if name not in self.paths:
             raise UserError(f"unknown model {name!r}; choose one of: {', '.join(self.paths)}")
         with self._lock:
@@ -92,10 +92,15 @@ class Models:
                 self._nets[name] = load_net(self.paths[name])
         net, meta = self._nets[name]
         # a Segmenter is a light view on the shared network: per-request settings never leak
-        return Segmenter(net, meta["preprocess"], meta["threshold"], flip=tta, bridge=bridge)
+        return Segmenter(net, meta["preprocess"], meta["threshold"], flip=tta, bridge=bridge, min_fragment=min_fragment,
+                         tree=meta.get("tree"))
 
     def threshold(self, name):
         return self.get(name).threshold
+
+    def tree(self, name):
+        """The model's tree setting (tree_threshold.py), or None."""
+        return self.get(name).tree
 
     def classes(self, name):
         """"vessel", or "av" for an artery/vein model (inference.Segmenter.classes)."""
@@ -324,7 +329,7 @@ class App:
         self.outputs = outputs or Outputs()
         self._running = {}  # folder of a running batch -> its stop flag
 
-    def segment(self, path, model, threshold=None, tta=False, progress=None, bridge=False):
+    def segment(self, path, model, threshold=None, tta=False, progress=None, bridge=False, min_fragment=0):
         """-> overlay, mask, probability (uint8 for display), figures, mask file, probability file.
         ``progress(fraction, desc)``: told each stage as it starts (the page shows it on long requests)."""
         progress = progress or (lambda fraction, desc: None)
@@ -332,7 +337,7 @@ class App:
         progress(0.0, "reading the photograph")
         image = read_upload(path)
         progress(0.1, f"segmenting ({image.shape[1]}x{image.shape[0]} px)")
-        seg = self.models.get(model, tta, bridge)
+        seg = self.models.get(model, tta, bridge, int(min_fragment or 0))
         trace = {}
         t0 = time.perf_counter()
         prob, mask = seg.segment(image, threshold=threshold, trace=trace)
@@ -347,6 +352,7 @@ class App:
         info = figures(image, trace["fov"], mask, seconds)
         info["threshold"] = f"{seg.threshold if threshold is None else threshold:.3f}"
         info["gaps bridged along the map"] = "yes" if bridge else "no"
+        info["specks removed (px at DRIVE's scale)"] = str(seg.min_fragment) if seg.min_fragment else "none"
         info["time on the server (reading, segmenting, writing the files)"] = f"{time.perf_counter() - start:.3f} s"
         return overlay(image, mask), mask.astype(np.uint8) * 255, to_u8(prob), info, str(mask_file), str(prob_file)
 
@@ -650,6 +656,11 @@ def build(app):
             return f"**Could not {what} {name}:** {reason}"
         return report
 
+    def tree_note_text(tree):
+        return (f"Threshold {tree['threshold']:.3f}: the one at which the masks' centreline length matched the "
+                f"annotations' on {len(tree.get('images', []))} photographs it was not trained on. More thin "
+                "vessels for measuring the tree, lower pixel accuracy (README).")
+
     def marked(result, now, button, describe=lambda then: ""):
         """The status line of the result on the page (``result``: its settings and status line), with a
         mark when the settings ``now`` on the page are no longer its own (``describe``: the old ones)."""
@@ -684,9 +695,14 @@ def build(app):
                     model = gr.Dropdown(names, value=default, label="Model", elem_id="model")
                     threshold = gr.Slider(0.01, 0.99, value=app.models.threshold(default), step=0.001,
                                           label="Threshold (default: the one stored in the model)", elem_id="threshold")
+                    with gr.Row():
+                        tree_button = gr.Button("Measuring setting", size="sm", elem_id="tree_setting")
+                        tree_note = gr.Markdown(elem_id="tree_note")
                     tta = gr.Checkbox(False, label="Test-time augmentation (flip; slower)")
                     bridge = gr.Checkbox(False, label="Bridge gaps along the map (a more connected tree for measuring; "
                                                       "about 1 s more at 8 megapixels)", elem_id="bridge")
+                    specks = gr.Number(0, precision=0, minimum=0, maximum=10000, elem_id="specks",
+                                       label="Remove specks: pieces of at most N px at DRIVE's scale (0: none)")
                     run = gr.Button("Segment", variant="primary", elem_id="segment")
                 with gr.Column(scale=3):
                     status = gr.Markdown(elem_id="segment_status")
@@ -707,11 +723,12 @@ def build(app):
                             m_table = gr.Markdown(elem_id="measurements")
             shown = gr.State(None)  # the settings and status line of the result on the page
 
-            def segment(photograph, model, threshold, tta, bridge, request: gr.Request, progress=gr.Progress()):
+            def segment(photograph, model, threshold, tta, bridge, specks, request: gr.Request, progress=gr.Progress()):
                 """Segment a photograph: overlay, mask, probability, figures, mask file, probability file, status."""
                 with notes.kept(request):
                     *images, figures_, mask_path, prob_path = app.segment(
-                        photograph, model, threshold, tta, progress=lambda f, d: progress(f, desc=d), bridge=bridge)
+                        photograph, model, threshold, tta, progress=lambda f, d: progress(f, desc=d), bridge=bridge,
+                        min_fragment=specks)
                 done = f"**{Path(photograph).name}**: segmented with {model}, threshold {figures_['threshold']}."
                 return (*images, as_markdown(figures_, ("figure", "value")), mask_path, prob_path, done)
 
@@ -721,17 +738,29 @@ def build(app):
                 with notes.kept(request):
                     return app.measure(photograph, mask)
 
-            def settings_changed(model, threshold, tta, bridge, result):
+            def settings_changed(model, threshold, tta, bridge, specks, result):
                 """Mark the result on the page when the settings no longer match it."""
-                return marked(result, (model, round(threshold, 3), tta, bridge), "Segment",
+                return marked(result, (model, round(threshold, 3), tta, bridge, int(specks or 0)), "Segment",
                               lambda s: f" (model {s[0]}, threshold {s[1]:.3f}{', flip' if s[2] else ''}"
-                                        f"{', gaps bridged' if s[3] else ''})")
+                                        f"{', gaps bridged' if s[3] else ''}{f', specks up to {s[4]} px removed' if s[4] else ''})")
 
             def model_threshold(model, request: gr.Request):
                 with notes.kept(request):
                     return app.models.threshold(model)
 
             model.change(model_threshold, model, threshold, api_name=False)
+
+            def tree_setting(model, request: gr.Request):
+                """The threshold and bridging of the model's tree setting, and a note of what they are."""
+                with notes.kept(request):
+                    tree = app.models.tree(model)
+                if not tree:
+                    return gr.skip(), gr.skip(), gr.skip(), (f"{model} has no measuring setting (choose one with "
+                                                  "`tree_threshold.py`).")
+                return tree["threshold"], bool(tree.get("bridge")), int(tree.get("min_fragment", 0)), tree_note_text(tree)
+
+            tree_button.click(tree_setting, model, [threshold, bridge, specks, tree_note], api_name=False, queue=False)
+            model.change(lambda m: "", model, tree_note, api_name=False, queue=False)
 
             def show_photograph(photograph):
                 """The uploaded photograph, for the eye (downscaled); nothing when it cannot be read (Segment says why)."""
@@ -751,14 +780,15 @@ def build(app):
             step = run.click(lambda p: [None] * 8 + [f"Segmenting {Path(p).name if p else ''} ..."], photo,
                              segment_outputs + [m_table, m_over, status], queue=False, api_name=False) \
                 .then(lambda: None, None, shown, queue=False, api_name=False) \
-                .then(segment, [photo, model, threshold, tta, bridge], segment_outputs + [status], api_name="segment")
+                .then(segment, [photo, model, threshold, tta, bridge, specks], segment_outputs + [status], api_name="segment")
             step.failure(failed("segment"), photo, status, api_name=False)
-            step.success(lambda m, t, a, b, done: ((m, round(t, 3), a, b), done), [model, threshold, tta, bridge, status], shown,
+            step.success(lambda m, t, a, b, n, done: ((m, round(t, 3), a, b, int(n or 0)), done),
+                         [model, threshold, tta, bridge, specks, status], shown,
                          api_name=False)
             step.success(measure, [photo, mask_file], [m_table, m_over], api_name="measure") \
                 .failure(failed("measure the vessels of"), photo, status, api_name=False)
-            for setting in (model, threshold, tta, bridge):
-                setting.change(settings_changed, [model, threshold, tta, bridge, shown], status, api_name=False,
+            for setting in (model, threshold, tta, bridge, specks):
+                setting.change(settings_changed, [model, threshold, tta, bridge, specks, shown], status, api_name=False,
                                queue=False)
         with gr.Tab("Arteries and veins"):
             gr.Markdown("The photograph uploaded in *Segment* (or the sample), its vessels told apart: arteries red, "

@@ -10,6 +10,7 @@ Pearson's correlation over the images, as a Markdown table.
     python docs/measure_agreement.py --dataset DRIVE                  # 20 test images, UNet.onnx
     python docs/measure_agreement.py --dataset STARE                  # 10 test images, UNet_STARE.onnx
     python docs/measure_agreement.py --dataset FIVES                  # 19 FIVES-mini photographs, UNet.onnx
+    python docs/measure_agreement.py --dataset DRIVE --tree           # the model's masks at its tree setting
     python docs/measure_agreement.py --dataset DRIVE-AV               # 20 test images, UNet_AV.onnx
     python docs/measure_agreement.py --dataset LES-AV                 # 11 test images (1620x1444), UNet_AV.onnx
 
@@ -90,10 +91,14 @@ def main(argv=None):
     p.add_argument("--data", default=os.environ.get("RETINA_DATA", "../shared/data"))
     p.add_argument("--weights", default=None,
                    help="default: UNet_STARE.onnx for STARE, UNet_AV.onnx for the artery/vein sets, else UNet.onnx")
+    p.add_argument("--tree", action="store_true",
+                   help="the model's masks at its tree setting (predict.py --tree), not its pixel threshold")
     args = p.parse_args(argv)
     weights = args.weights or {"STARE": "UNet_STARE.onnx", **dict.fromkeys(AV_SETS, "UNet_AV.onnx")}.get(
         args.dataset, "UNet.onnx")
     seg = Segmenter.from_file(weights)
+    if args.tree:
+        seg.use_tree(weights)
     if args.dataset in AV_SETS:
         return av_agreement(args.dataset, Path(args.data), seg, weights)
     rows = {"reference": [], "model": [], "second observer": []}
@@ -112,7 +117,7 @@ def main(argv=None):
             rows[k].append(row)
     n = len(rows["reference"])
     others = [k for k in ("model", "second observer") if rows[k]]
-    print(f"{args.dataset}: {n} images, model {weights}; measuring took {np.median(times):.2f} s per mask (median)\n")
+    print(f"{args.dataset}: {n} images, model {weights}{' (tree setting)' if args.tree else ''}; measuring took {np.median(times):.2f} s per mask (median)\n")
     head = "| measure | reference (1st observer) mean | " + " | ".join(
         f"{k} mean | {k} bias | {k} r" for k in others) + " |"
     print(head)

@@ -396,7 +396,7 @@ def test_api_parameters_have_names_and_the_fov_mask_is_optional(server, drive_sr
     params = {name: [(p["parameter_name"], p["parameter_has_default"]) for p in ep["parameters"]]
               for name, ep in api.items()}
     assert params["/segment"] == [("photograph", False), ("model", True), ("threshold", True), ("tta", True),
-                                  ("bridge", True)]
+                                  ("bridge", True), ("specks", True)]
     assert params["/check"] == [("photograph", False), ("annotation", False), ("fov_mask", True), ("model", True)]
     photo = drive_src / "test" / "images" / "01_test.tif"
     label = drive_src / "test" / "1st_manual" / "01_manual1.gif"
@@ -663,3 +663,28 @@ def test_segment_tells_its_stages_as_they_start(app):
     assert [d.split(" (")[0] for _, d in stages] == ["reading the photograph", "segmenting",
                                                      "writing the mask and the probability map"]
     assert [f for f, _ in stages] == sorted(f for f, _ in stages) and "565x584 px" in stages[1][1]
+
+
+def test_in_a_browser_the_measuring_setting_sets_the_tree_threshold(server):
+    """The button moves the threshold to the model's stored tree threshold and says what it is; a model
+    without one says so and leaves the threshold alone."""
+    from unet import read_checkpoint
+    url, _ = server
+    tree = read_checkpoint(REPO / "UNet.pth")["tree"]
+    with app_page(url) as page:
+        page.locator("#tree_setting").click()
+        note = page.locator("#tree_note")
+        note.get_by_text(f"Threshold {tree['threshold']:.3f}").wait_for(timeout=15000)
+        assert f"on {len(tree['images'])} photographs" in note.inner_text()
+        value = float(page.locator("#threshold input[type=number]").input_value())
+        assert value == pytest.approx(tree["threshold"], abs=1e-3)
+        assert page.locator("#bridge input[type=checkbox]").is_checked() == tree["bridge"]
+        page.locator("#model input").click()
+        page.get_by_role("option", name="DRIVE, fast").click()
+        page.locator("#threshold input[type=number]").wait_for()
+        page.wait_for_function("() => Math.abs(parseFloat(document.querySelector('#threshold input[type=number]').value)"
+                               f" - {tree['threshold']}) > 0.01", timeout=15000)  # the fast model's own threshold
+        moved = page.locator("#threshold input[type=number]").input_value()
+        page.locator("#tree_setting").click()
+        note.get_by_text("has no measuring setting").wait_for(timeout=15000)
+        assert page.locator("#threshold input[type=number]").input_value() == moved
