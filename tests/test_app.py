@@ -75,6 +75,14 @@ def test_segment_gives_predict_py_mask_and_lossless_downloads(app, reference):
     expect = Segmenter.from_file(REPO / "UNet.onnx", bridge=True).segment(read_image(SAMPLE))[1]
     assert np.array_equal(bridged > 0, expect) and (bridged > 0).sum() > (mask > 0).sum()
     assert info_b["gaps bridged along the map"] == "yes"
+    # the measuring setting the page's button fills in: predict.py --tree's mask, specks said
+    tree = app.models.tree("DRIVE, whole image")
+    _, treed, _, info_t, _, _ = app.segment(str(SAMPLE), "DRIVE, whole image", threshold=tree["threshold"],
+                                            bridge=tree["bridge"], min_fragment=tree["min_fragment"])
+    seg = Segmenter.from_file(REPO / "UNet.onnx")
+    seg.use_tree()
+    assert np.array_equal(treed > 0, seg.segment(read_image(SAMPLE))[1]) and seg.min_fragment == 20
+    assert info_t["specks removed (px at DRIVE's scale)"] == "20" and info["specks removed (px at DRIVE's scale)"] == "none"
 
 
 def test_how_it_works_shows_every_stage_of_both_methods(app):
