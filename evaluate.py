@@ -240,9 +240,10 @@ def main(argv=None):
     else:
         from inference import Segmenter
 
-        seg = Segmenter.from_file(args.weights, flip=args.tta, device=args.device, detail=args.detail)
+        seg = Segmenter.from_file(args.weights, flip=args.tta, device=args.device, detail=args.detail,
+                                  bridge=args.bridge, min_fragment=args.min_fragment)
         if args.tree:  # the measuring setting: its threshold, bridging and speck removal
-            seg.use_tree(args.weights, args.bridge, args.min_fragment)
+            seg.use_tree(args.weights)
             args.bridge, args.min_fragment = seg.bridge, seg.min_fragment
         threshold = seg.threshold if args.threshold is None else args.threshold
         method, detail = seg.pre["method"], seg.detail

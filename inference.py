@@ -206,18 +206,18 @@ class Segmenter:
         net, meta = load_net(path, hint, device)
         return cls(net, meta["preprocess"], meta["threshold"], tree=meta.get("tree"), **kw)
 
-    def use_tree(self, name="the model", bridge=False, min_fragment=0):
+    def use_tree(self, name="the model"):
         """Switch to the weights' *tree* setting (tree_threshold.py): the threshold at which the
         centreline length of the masks matched the annotations' on choosing photographs, and the
         bridging and speck removal chosen with it. For measuring the vessel tree; it costs pixel
-        accuracy (README, "A setting for measuring the tree"). ``bridge`` and ``min_fragment`` asked for
-        besides are kept."""
+        accuracy (README, "A setting for measuring the tree"). Bridging and speck removal this Segmenter
+        was asked for besides are kept."""
         if not self.tree:
             raise UserError(f"{name} has no tree setting; choose one with: python tree_threshold.py --weights "
                             f"{Path(str(name)).with_suffix('.pth').name} --images FOLDER ...")
         self.threshold = float(self.tree["threshold"])
-        self.bridge = bool(self.tree.get("bridge", False)) or bool(bridge)
-        self.min_fragment = int(min_fragment) or int(self.tree.get("min_fragment", 0))
+        self.bridge = self.bridge or bool(self.tree.get("bridge", False))
+        self.min_fragment = self.min_fragment or int(self.tree.get("min_fragment", 0))
 
     @property
     def classes(self):
@@ -421,7 +421,7 @@ def prediction_main(default_weights, doc, train_hint):
                                   flip=args.tta, detail=args.detail, bridge=args.bridge,
                                   min_fragment=args.min_fragment)
         if args.tree:
-            seg.use_tree(args.weights, args.bridge, args.min_fragment)
+            seg.use_tree(args.weights)
         if args.threshold is not None:
             seg.threshold = args.threshold
         if args.av:

@@ -135,7 +135,7 @@ def _segmenter(opts):
                                              flip=opts["tta"], detail=opts["detail"], bridge=opts["bridge"],
                                              min_fragment=opts["min_fragment"])
             if opts["tree"]:
-                _SEGMENTER.use_tree(opts["weights"], opts["bridge"], opts["min_fragment"])
+                _SEGMENTER.use_tree(opts["weights"])
         except UserError as exc:
             raise ModelError(str(exc)) from None
         if opts["threshold"] is not None:

@@ -75,8 +75,9 @@ def vessel_mask(prob, threshold, fov_diameter_px=REFERENCE_FOV, bridge=False, mi
     return mask
 
 
-def add_postprocess_args(parser):
-    """``--bridge`` and ``--min-fragment``, the same in every script that makes masks."""
+def add_postprocess_args(parser, tree=True):
+    """``--bridge`` and ``--min-fragment``, the same in every script that makes masks; with ``tree``
+    also ``--tree`` (the setting stored in the weights)."""
     from cli import bounded
 
     parser.add_argument("--bridge", action="store_true",
@@ -85,9 +86,10 @@ def add_postprocess_args(parser):
     parser.add_argument("--min-fragment", type=bounded(int, 0), default=0, metavar="N",
                         help=f"remove pieces of the mask of at most N px at DRIVE's scale, scaled with the FOV's area "
                              f"(e.g. {MIN_FRAGMENT}; default: 0, none)")
-    parser.add_argument("--tree", action="store_true",
-                        help="use the weights' tree setting, for measuring the vessel tree: the threshold at which the "
-                             "masks' centreline length matched the annotations' on choosing photographs "
-                             "(tree_threshold.py), with the bridging chosen with it; more thin vessels, less pixel "
-                             "accuracy. --threshold, --bridge and --min-fragment given as well still apply")
+    if tree:
+        parser.add_argument("--tree", action="store_true",
+                            help="use the weights' tree setting, for measuring the vessel tree: the threshold at which the "
+                                 "masks' centreline length matched the annotations' on choosing photographs "
+                                 "(tree_threshold.py), with the bridging chosen with it; more thin vessels, less pixel "
+                                 "accuracy. --threshold, --bridge and --min-fragment given as well still apply")
 

@@ -140,7 +140,6 @@ def centreline_pieces(pred, ref, fov=None):
     return skel_r & pred, skel_r & ~pred, skel_p & ~ref
 
 
-
 def centreline_length(mask, fov=None):
     """Centreline length (px) of ``mask`` inside ``fov``: morphometry's, along the smoothed path."""
     row, _ = centreline(mask, fov)
@@ -165,7 +164,7 @@ def length_matching_threshold(samples, probs, bridge=False, min_fragment=0, lo=0
         raise ValueError("the annotations have no centreline inside their FOVs")
 
     def error(t):
-        length = sum(centreline_length(vessel_mask(p, t, fov_diameter(f), bridge, min_fragment) & f, f)
+        length = sum(centreline_length(vessel_mask(p, t, fov_diameter(f), bridge, min_fragment), f)
                      for p, f in zip(probs, fovs))
         return (length - reference) / reference
 

@@ -19,13 +19,14 @@ length and branch-point errors at the pixel threshold and at the tree threshold;
 import argparse
 from pathlib import Path
 
-from cli import UserError, bounded, run_main
+from cli import UserError, run_main
+from postprocess import add_postprocess_args
 
 
 def folder_arg(text):
     """FOLDER or FOLDER:N -> (Path, N or 0)."""
-    path, _, count = text.rpartition(":") if text.rpartition(":")[2].isdigit() else (text, "", "")
-    return Path(path), int(count) if count else 0
+    path, colon, count = text.rpartition(":")
+    return (Path(path), int(count)) if colon and count.isdigit() else (Path(text), 0)
 
 
 def load_images(spec, trained_on, datasets):
@@ -60,9 +61,7 @@ def main(argv=None):
     p.add_argument("--weights", default="UNet.pth", help="the vessel model's .pth (default: %(default)s)")
     p.add_argument("--images", nargs="+", type=folder_arg, required=True, metavar="FOLDER[:N]",
                    help="prepared splits of annotated photographs the model was not trained on (not test sets)")
-    p.add_argument("--bridge", action="store_true", help="the setting also bridges gaps along the map (postprocess.py)")
-    p.add_argument("--min-fragment", type=bounded(int, 0), default=0, metavar="N",
-                   help="the setting also removes specks of at most N px at DRIVE's scale (default: 0, none)")
+    add_postprocess_args(p.add_argument_group("what the setting does besides the threshold"), tree=False)
     p.add_argument("--dry-run", action="store_true", help="print the choice, write nothing")
     args = p.parse_args(argv)
     if not str(args.weights).endswith(".pth"):
