@@ -84,7 +84,7 @@ class Models:
         self._nets = {}
         self._lock = threading.Lock()
 
-    def get(self, name, tta=False, bridge=False, min_fragment=0):
+    def get(self, name, tta=False, bridge=False, min_fragment=0, thin=0.0):
         if name not in self.paths:
             raise UserError(f"unknown model {name!r}; choose one of: {', '.join(self.paths)}")
         with self._lock:
@@ -93,7 +93,7 @@ class Models:
         net, meta = self._nets[name]
         # a Segmenter is a light view on the shared network: per-request settings never leak
         return Segmenter(net, meta["preprocess"], meta["threshold"], flip=tta, bridge=bridge, min_fragment=min_fragment,
-                         tree=meta.get("tree"))
+                         thin=thin, tree=meta.get("tree"))
 
     def threshold(self, name):
         return self.get(name).threshold
@@ -329,7 +329,7 @@ class App:
         self.outputs = outputs or Outputs()
         self._running = {}  # folder of a running batch -> its stop flag
 
-    def segment(self, path, model, threshold=None, tta=False, progress=None, bridge=False, min_fragment=0):
+    def segment(self, path, model, threshold=None, tta=False, progress=None, bridge=False, min_fragment=0, thin=0.0):
         """-> overlay, mask, probability (uint8 for display), figures, mask file, probability file.
         ``progress(fraction, desc)``: told each stage as it starts (the page shows it on long requests)."""
         progress = progress or (lambda fraction, desc: None)
@@ -337,7 +337,7 @@ class App:
         progress(0.0, "reading the photograph")
         image = read_upload(path)
         progress(0.1, f"segmenting ({image.shape[1]}x{image.shape[0]} px)")
-        seg = self.models.get(model, tta, bridge, int(min_fragment or 0))
+        seg = self.models.get(model, tta, bridge, int(min_fragment or 0), float(thin or 0.0))
         trace = {}
         t0 = time.perf_counter()
         prob, mask = seg.segment(image, threshold=threshold, trace=trace)
@@ -352,6 +352,7 @@ class App:
         info = figures(image, trace["fov"], mask, seconds)
         info["threshold"] = f"{seg.threshold if threshold is None else threshold:.3f}"
         info["gaps bridged along the map"] = "yes" if bridge else "no"
+        info["thin vessels kept as centrelines down to probability"] = f"{seg.thin:.3f}" if seg.thin else "no"
         info["specks removed (px at DRIVE's scale)"] = str(seg.min_fragment) if seg.min_fragment else "none"
         info["time on the server (reading, segmenting, writing the files)"] = f"{time.perf_counter() - start:.3f} s"
         return overlay(image, mask), mask.astype(np.uint8) * 255, to_u8(prob), info, str(mask_file), str(prob_file)
@@ -489,7 +490,8 @@ class App:
             fov = estimate_fov(image)  # as the Segmenter does
         thr = seg.threshold if threshold is None else threshold
         prob = seg.probability(image, fov)
-        metrics, _, _ = evaluate([Sample(stem(path), image, label, fov)], [prob], thr, seg.bridge, seg.min_fragment)
+        metrics, _, _ = evaluate([Sample(stem(path), image, label, fov)], [prob], thr, seg.bridge, seg.min_fragment,
+                                 seg.thin)
         rows = {k: metric_text(k, metrics[k]) for k in ORDER + TOPOLOGY}
         rows["threshold"] = f"{thr:.3f}"
         rows["FOV"] = "uploaded" if fov_path else "estimated from the photograph"
@@ -657,9 +659,13 @@ def build(app):
         return report
 
     def tree_note_text(tree):
+        photographs = f"on {len(tree.get('images', []))} photographs it was not trained on"
+        if tree.get("thin"):
+            return (f"Thin vessels kept as centrelines down to probability {tree['thin']:.3f}: the level at which the "
+                    f"masks' centreline length matched the annotations' {photographs}. A longer, more branched tree "
+                    "for measuring, at about the threshold's pixel accuracy (README).")
         return (f"Threshold {tree['threshold']:.3f}: the one at which the masks' centreline length matched the "
-                f"annotations' on {len(tree.get('images', []))} photographs it was not trained on. More thin "
-                "vessels for measuring the tree, lower pixel accuracy (README).")
+                f"annotations' {photographs}. More thin vessels for measuring the tree, lower pixel accuracy (README).")
 
     def marked(result, now, button, describe=lambda then: ""):
         """The status line of the result on the page (``result``: its settings and status line), with a
@@ -703,6 +709,9 @@ def build(app):
                                                       "about 1 s more at 8 megapixels)", elem_id="bridge")
                     specks = gr.Number(0, precision=0, minimum=0, maximum=10000, elem_id="specks",
                                        label="Remove specks: pieces of at most N px at DRIVE's scale (0: none)")
+                    thin = gr.Number(0, minimum=0, maximum=0.99, step=0.01, elem_id="thin",
+                                     label="Keep thin vessels as 1 px centrelines down to this probability "
+                                           "(0: off; a longer tree for measuring)")
                     run = gr.Button("Segment", variant="primary", elem_id="segment")
                 with gr.Column(scale=3):
                     status = gr.Markdown(elem_id="segment_status")
@@ -723,12 +732,13 @@ def build(app):
                             m_table = gr.Markdown(elem_id="measurements")
             shown = gr.State(None)  # the settings and status line of the result on the page
 
-            def segment(photograph, model, threshold, tta, bridge, specks, request: gr.Request, progress=gr.Progress()):
+            def segment(photograph, model, threshold, tta, bridge, specks, thin, request: gr.Request,
+                        progress=gr.Progress()):
                 """Segment a photograph: overlay, mask, probability, figures, mask file, probability file, status."""
                 with notes.kept(request):
                     *images, figures_, mask_path, prob_path = app.segment(
                         photograph, model, threshold, tta, progress=lambda f, d: progress(f, desc=d), bridge=bridge,
-                        min_fragment=specks)
+                        min_fragment=specks, thin=thin)
                 done = f"**{Path(photograph).name}**: segmented with {model}, threshold {figures_['threshold']}."
                 return (*images, as_markdown(figures_, ("figure", "value")), mask_path, prob_path, done)
 
@@ -738,11 +748,15 @@ def build(app):
                 with notes.kept(request):
                     return app.measure(photograph, mask)
 
-            def settings_changed(model, threshold, tta, bridge, specks, result):
+            def settings_changed(model, threshold, tta, bridge, specks, thin, result):
                 """Mark the result on the page when the settings no longer match it."""
-                return marked(result, (model, round(threshold, 3), tta, bridge, int(specks or 0)), "Segment",
+                return marked(result, settings_key(model, threshold, tta, bridge, specks, thin), "Segment",
                               lambda s: f" (model {s[0]}, threshold {s[1]:.3f}{', flip' if s[2] else ''}"
-                                        f"{', gaps bridged' if s[3] else ''}{f', specks up to {s[4]} px removed' if s[4] else ''})")
+                                        f"{', gaps bridged' if s[3] else ''}{f', specks up to {s[4]} px removed' if s[4] else ''}"
+                                        f"{f', thin vessels down to {s[5]:.3f}' if s[5] else ''})")
+
+            def settings_key(model, threshold, tta, bridge, specks, thin):
+                return model, round(threshold, 3), tta, bridge, int(specks or 0), round(float(thin or 0), 3)
 
             def model_threshold(model, request: gr.Request):
                 with notes.kept(request):
@@ -751,15 +765,17 @@ def build(app):
             model.change(model_threshold, model, threshold, api_name=False)
 
             def tree_setting(model, request: gr.Request):
-                """The threshold and bridging of the model's tree setting, and a note of what they are."""
+                """The threshold, bridging, speck removal and thin vessels of the model's tree setting, and a
+                note of what they are."""
                 with notes.kept(request):
                     tree = app.models.tree(model)
                 if not tree:
-                    return gr.skip(), gr.skip(), gr.skip(), (f"{model} has no measuring setting (choose one with "
+                    return gr.skip(), gr.skip(), gr.skip(), gr.skip(), (f"{model} has no measuring setting (choose one with "
                                                   "`tree_threshold.py`).")
-                return tree["threshold"], bool(tree.get("bridge")), int(tree.get("min_fragment", 0)), tree_note_text(tree)
+                return (tree["threshold"], bool(tree.get("bridge")), int(tree.get("min_fragment", 0)),
+                        float(tree.get("thin", 0.0)), tree_note_text(tree))
 
-            tree_button.click(tree_setting, model, [threshold, bridge, specks, tree_note], api_name=False, queue=False)
+            tree_button.click(tree_setting, model, [threshold, bridge, specks, thin, tree_note], api_name=False, queue=False)
             model.change(lambda m: "", model, tree_note, api_name=False, queue=False)
 
             def show_photograph(photograph):
@@ -780,15 +796,15 @@ def build(app):
             step = run.click(lambda p: [None] * 8 + [f"Segmenting {Path(p).name if p else ''} ..."], photo,
                              segment_outputs + [m_table, m_over, status], queue=False, api_name=False) \
                 .then(lambda: None, None, shown, queue=False, api_name=False) \
-                .then(segment, [photo, model, threshold, tta, bridge, specks], segment_outputs + [status], api_name="segment")
+                .then(segment, [photo, model, threshold, tta, bridge, specks, thin], segment_outputs + [status],
+                      api_name="segment")
             step.failure(failed("segment"), photo, status, api_name=False)
-            step.success(lambda m, t, a, b, n, done: ((m, round(t, 3), a, b, int(n or 0)), done),
-                         [model, threshold, tta, bridge, specks, status], shown,
-                         api_name=False)
+            step.success(lambda m, t, a, b, n, w, done: (settings_key(m, t, a, b, n, w), done),
+                         [model, threshold, tta, bridge, specks, thin, status], shown, api_name=False)
             step.success(measure, [photo, mask_file], [m_table, m_over], api_name="measure") \
                 .failure(failed("measure the vessels of"), photo, status, api_name=False)
-            for setting in (model, threshold, tta, bridge, specks):
-                setting.change(settings_changed, [model, threshold, tta, bridge, specks, shown], status, api_name=False,
+            for setting in (model, threshold, tta, bridge, specks, thin):
+                setting.change(settings_changed, [model, threshold, tta, bridge, specks, thin, shown], status, api_name=False,
                                queue=False)
         with gr.Tab("Arteries and veins"):
             gr.Markdown("The photograph uploaded in *Segment* (or the sample), its vessels told apart: arteries red, "

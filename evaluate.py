@@ -95,13 +95,13 @@ def topology_scores(samples, masks, rater):
     return rows, topology.pooled(counts)
 
 
-def evaluate(samples, probs, threshold, bridge=False, min_fragment=0):
+def evaluate(samples, probs, threshold, bridge=False, min_fragment=0, thin=0.0):
     """Pooled metrics (pixels and topology) plus one row per image. The AUCs score the maps; the
     other metrics the masks ``postprocess.vessel_mask`` makes of them (``threshold``; gaps bridged,
-    specks removed when asked), as predict.py writes them."""
+    thin vessels kept, specks removed when asked), as predict.py writes them."""
     rows, masks = [], []
     for s, p in zip(samples, probs):
-        mask = vessel_mask(p, threshold, fov_diameter(s.fov), bridge, min_fragment)
+        mask = vessel_mask(p, threshold, fov_diameter(s.fov), bridge, min_fragment, thin=thin)
         m = all_metrics(s.label[s.fov], p[s.fov], threshold, mask[s.fov])
         rows.append({"image": s.name, "rater": MODEL, **{k: round(m[k], 5) for k in ORDER}})
         masks.append(mask)
@@ -241,10 +241,10 @@ def main(argv=None):
         from inference import Segmenter
 
         seg = Segmenter.from_file(args.weights, flip=args.tta, device=args.device, detail=args.detail,
-                                  bridge=args.bridge, min_fragment=args.min_fragment)
-        if args.tree:  # the measuring setting: its threshold, bridging and speck removal
+                                  bridge=args.bridge, min_fragment=args.min_fragment, thin=args.thin_vessels)
+        if args.tree:  # the measuring setting: its threshold, bridging, thin vessels and speck removal
             seg.use_tree(args.weights)
-            args.bridge, args.min_fragment = seg.bridge, seg.min_fragment
+            args.bridge, args.min_fragment, args.thin_vessels = seg.bridge, seg.min_fragment, seg.thin
         threshold = seg.threshold if args.threshold is None else args.threshold
         method, detail = seg.pre["method"], seg.detail
         if args.av:
@@ -268,12 +268,12 @@ def main(argv=None):
         probs = [by_index[i] for i in range(len(samples))]
         classes = None
         if args.av:  # the vessel mask as predict.py makes it, classified as predict.py --av does
-            masks = [vessel_mask(m[0], threshold, fov_diameter(s.fov), args.bridge, args.min_fragment)
+            masks = [vessel_mask(m[0], threshold, fov_diameter(s.fov), args.bridge, args.min_fragment, thin=args.thin_vessels)
                      for s, m in zip(samples, probs)]
             classes = [seg.kinds(mk, m[1], s.fov, not args.av_pixels) for s, mk, m in zip(samples, masks, probs)]
             probs = [m[0] for m in probs]
     seconds = time.perf_counter() - t0
-    summary, rows, (y, pp) = evaluate(samples, probs, threshold, args.bridge, args.min_fragment)
+    summary, rows, (y, pp) = evaluate(samples, probs, threshold, args.bridge, args.min_fragment, args.thin_vessels)
     human, human_rows = human_reference(args.root, args.dataset, samples) if args.split == "test" else None, []
     if human:
         human, human_rows = human
@@ -285,7 +285,7 @@ def main(argv=None):
         write_csv(out / "av_per_image.csv", av_rows, ["image"] + AV_ORDER)
     keep = ORDER + TOPOLOGY
     report = {"dataset": args.dataset, "split": args.split, "images": len(samples), "source": source,
-              "method": method, "threshold": threshold, "tree": args.tree, "bridge": args.bridge, "min_fragment": args.min_fragment, "tta": args.tta, "detail": detail, "seconds": round(seconds, 2),
+              "method": method, "threshold": threshold, "tree": args.tree, "bridge": args.bridge, "thin_vessels": args.thin_vessels, "min_fragment": args.min_fragment, "tta": args.tta, "detail": detail, "seconds": round(seconds, 2),
               "metrics": {k: None if summary[k] is None else round(summary[k], 4) for k in keep},
               "second_observer": {k: None if v is None else round(v, 4) for k, v in human.items()} if human else None,
               "topology": topology.__doc__.split("\n\n")[1].replace("\n", " ")}
@@ -296,6 +296,7 @@ def main(argv=None):
     save_curves(y, pp, out, f"{args.dataset} {args.split}: {Path(source.rstrip('/')).stem}", summary)
 
     tidy = "".join([" (the weights' tree setting)" if args.tree else "", ", gaps bridged" if args.bridge else "",
+                    f", thin vessels down to {args.thin_vessels:.3f} kept as centrelines" if args.thin_vessels else "",
                     f", specks up to {args.min_fragment} px (at DRIVE's scale) removed" if args.min_fragment else ""])
     print(f"{args.dataset} {args.split}, {len(samples)} images, inside the FOV, pixels pooled; threshold {threshold:.3f}"
           f"{tidy}")

@@ -177,7 +177,7 @@ class Segmenter:
     """
 
     def __init__(self, net, preprocess, threshold=0.5, tile=1024, rescale=True, flip=False, detail=None,
-                 bridge=False, min_fragment=0, tree=None):
+                 bridge=False, min_fragment=0, thin=0.0, tree=None):
         tune_malloc()
         if not hasattr(net, "backend"):
             from unet import TorchNet
@@ -190,9 +190,10 @@ class Segmenter:
         # a photograph whose FOV is larger than the training scale is segmented at up to `detail`
         # times that scale (more of its thin vessels kept); 1: always at the training scale
         self.detail = float(self.pre.get("detail", 1.0) if detail is None else detail)
-        # the mask's gaps bridged along the map, and its specks of up to min_fragment px (at DRIVE's
-        # scale) removed (postprocess.py; both off by default)
-        self.bridge, self.min_fragment = bool(bridge), int(min_fragment)
+        # the mask's gaps bridged along the map, its thin vessels down to probability `thin` kept as
+        # centrelines, and its specks of up to min_fragment px (at DRIVE's scale) removed
+        # (postprocess.py; all off by default)
+        self.bridge, self.min_fragment, self.thin = bool(bridge), int(min_fragment), float(thin)
         # the measuring setting stored with the weights (tree_threshold.py), used on request (use_tree)
         self.tree = dict(tree) if tree else None
 
@@ -207,17 +208,18 @@ class Segmenter:
         return cls(net, meta["preprocess"], meta["threshold"], tree=meta.get("tree"), **kw)
 
     def use_tree(self, name="the model"):
-        """Switch to the weights' *tree* setting (tree_threshold.py): the threshold at which the
-        centreline length of the masks matched the annotations' on choosing photographs, and the
-        bridging and speck removal chosen with it. For measuring the vessel tree; it costs pixel
-        accuracy (README, "A setting for measuring the tree"). Bridging and speck removal this Segmenter
-        was asked for besides are kept."""
+        """Switch to the weights' *tree* setting (tree_threshold.py): the threshold, or the level down
+        to which thin vessels are kept as centrelines, at which the centreline length of the masks
+        matched the annotations' on choosing photographs, with the bridging and speck removal chosen
+        with it. For measuring the vessel tree (README, "A setting for measuring the tree"). Bridging,
+        thin vessels and speck removal this Segmenter was asked for besides are kept."""
         if not self.tree:
             raise UserError(f"{name} has no tree setting; choose one with: python tree_threshold.py --weights "
                             f"{Path(str(name)).with_suffix('.pth').name} --images FOLDER ...")
         self.threshold = float(self.tree["threshold"])
         self.bridge = self.bridge or bool(self.tree.get("bridge", False))
         self.min_fragment = self.min_fragment or int(self.tree.get("min_fragment", 0))
+        self.thin = self.thin or float(self.tree.get("thin", 0.0))
 
     @property
     def classes(self):
@@ -327,9 +329,9 @@ class Segmenter:
 
     def mask(self, prob, fov, threshold=None):
         """The vessel mask of a map: ``postprocess.vessel_mask`` at the stored threshold (or
-        ``threshold``), with this Segmenter's bridging and speck removal."""
+        ``threshold``), with this Segmenter's bridging, thin vessels and speck removal."""
         return vessel_mask(prob, self.threshold if threshold is None else threshold, fov_diameter(np.asarray(fov, bool)),
-                           self.bridge, self.min_fragment)
+                           self.bridge, self.min_fragment, thin=self.thin)
 
 
 def prediction_main(default_weights, doc, train_hint):
@@ -419,7 +421,7 @@ def prediction_main(default_weights, doc, train_hint):
             " (export it from UNet_AV.pth with: python export_onnx.py UNet_AV.pth; train with: python train.py --av)"
         seg = Segmenter.from_file(args.weights, hint=hint, device=args.device, rescale=not args.no_rescale,
                                   flip=args.tta, detail=args.detail, bridge=args.bridge,
-                                  min_fragment=args.min_fragment)
+                                  min_fragment=args.min_fragment, thin=args.thin_vessels)
         if args.tree:
             seg.use_tree(args.weights)
         if args.threshold is not None:

@@ -133,7 +133,7 @@ def _segmenter(opts):
         try:
             _SEGMENTER = Segmenter.from_file(opts["weights"], device=opts["device"], rescale=not opts["no_rescale"],
                                              flip=opts["tta"], detail=opts["detail"], bridge=opts["bridge"],
-                                             min_fragment=opts["min_fragment"])
+                                             min_fragment=opts["min_fragment"], thin=opts["thin_vessels"])
             if opts["tree"]:
                 _SEGMENTER.use_tree(opts["weights"])
         except UserError as exc:

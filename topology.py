@@ -146,15 +146,17 @@ def centreline_length(mask, fov=None):
     return float(row["centreline_length_px"] or 0.0)
 
 
-def length_matching_threshold(samples, probs, bridge=False, min_fragment=0, lo=0.01, hi=0.99, steps=12):
+def length_matching_threshold(samples, probs, bridge=False, min_fragment=0, lo=0.01, hi=0.99, steps=12, threshold=None):
     """The *tree threshold* of a model's maps: the threshold at which the centreline length of its
     masks (``postprocess.vessel_mask``: ``bridge``, ``min_fragment`` as given), summed over the
-    images, equals that of their annotations (``samples``' labels, inside their FOVs).
+    images, equals that of their annotations (``samples``' labels, inside their FOVs). With
+    ``threshold`` given, the threshold stays there and what varies is the level down to which thin
+    vessels are kept as centrelines (``vessel_mask``'s ``thin``; ``hi`` is then at most ``threshold``).
 
-    The length only grows as the threshold falls (a lower threshold keeps every pixel a higher one
-    keeps, up to the thinning's pixel-level noise), so ``steps`` bisections between ``lo`` and ``hi``
-    find it to (hi - lo) / 2**steps. Returns (threshold, relative length error there); where even
-    ``lo`` gives too short a tree, ``lo`` (and where ``hi`` gives too long a one, ``hi``)."""
+    The length only grows as the level falls (a lower level keeps every pixel a higher one keeps, up
+    to the thinning's pixel-level noise), so ``steps`` bisections between ``lo`` and ``hi`` find it to
+    (hi - lo) / 2**steps. Returns (level, relative length error there); where even ``lo`` gives too
+    short a tree, ``lo`` (and where ``hi`` gives too long a one, ``hi``)."""
     from morphometry import fov_diameter
     from postprocess import vessel_mask
 
@@ -162,10 +164,16 @@ def length_matching_threshold(samples, probs, bridge=False, min_fragment=0, lo=0
     reference = sum(centreline_length(s.label, f) for s, f in zip(samples, fovs))
     if reference <= 0:
         raise ValueError("the annotations have no centreline inside their FOVs")
+    if threshold is not None:
+        hi = min(hi, threshold)
+
+    def mask(p, t, f):
+        if threshold is None:
+            return vessel_mask(p, t, fov_diameter(f), bridge, min_fragment)
+        return vessel_mask(p, threshold, fov_diameter(f), bridge, min_fragment, thin=t)
 
     def error(t):
-        length = sum(centreline_length(vessel_mask(p, t, fov_diameter(f), bridge, min_fragment), f)
-                     for p, f in zip(probs, fovs))
+        length = sum(centreline_length(mask(p, t, f), f) for p, f in zip(probs, fovs))
         return (length - reference) / reference
 
     e_lo, e_hi = error(lo), error(hi)

@@ -6,9 +6,15 @@ centreline length of the model's masks, summed over annotated photographs, equal
 (topology.length_matching_threshold; the centreline the vessel measurements use). It is chosen on
 photographs the model was not trained on and that no test set holds, and stored beside the pixel
 threshold; predict.py, measure.py and evaluate.py use it with --tree (the default stays the pixel one).
+With ``--vary thin`` the pixel threshold is kept and what is chosen the same way is the level LOW down
+to which the map's thin vessels are added as 1 px centrelines (postprocess.py ``--thin-vessels``): the
+tree lengthens without the vessels the mask already has growing wider.
 
     python tree_threshold.py --weights UNet.pth --images RUNS/STARE/train RUNS/FIVES/test:6 RUNS/lesval/LES-AV/test
     python tree_threshold.py --weights UNet.pth --images ... --bridge --min-fragment 20   # with gaps bridged, specks removed
+    python tree_threshold.py --weights UNet.pth --images ... --vary thin --min-fragment 20 # keep the pixel threshold; choose
+                                                                                          # the level down to which thin vessels
+                                                                                          # are kept as centrelines
     python tree_threshold.py --weights UNet.pth --images ... --dry-run                     # print, write nothing
 
 Each --images folder is a prepared split (image/, label/, mask/ as prepare_data.py writes them);
@@ -45,13 +51,15 @@ def load_images(spec, trained_on, datasets):
     return samples
 
 
-def report(name, samples, probs, thresholds, bridge, min_fragment):
-    """One printed line per threshold: pixel F1 and the tree's errors of these images, pooled."""
+def report(name, samples, probs, settings, bridge, min_fragment):
+    """One printed line per (label, threshold, thin level): pixel F1 and the tree's errors of these
+    images, pooled."""
     from evaluate import evaluate
 
-    for label, t in thresholds:
-        s, _, _ = evaluate(samples, probs, t, bridge, min_fragment)
-        print(f"  {name:28s} {label:5s} {t:.3f}: F1 {s['f1']:.4f}  clDice {s['cldice']:.4f}  length {s['length_error']:+.1%}"
+    for label, t, thin in settings:
+        s, _, _ = evaluate(samples, probs, t, bridge, min_fragment, thin)
+        level = f"{t:.3f}" + (f", thin vessels {thin:.3f}" if thin else "")
+        print(f"  {name:28s} {label:5s} {level}: F1 {s['f1']:.4f}  clDice {s['cldice']:.4f}  length {s['length_error']:+.1%}"
               f"  branch points {s['branch_error']:+.1%}  end points {s['end_error']:+.1%}")
 
 
@@ -61,7 +69,10 @@ def main(argv=None):
     p.add_argument("--weights", default="UNet.pth", help="the vessel model's .pth (default: %(default)s)")
     p.add_argument("--images", nargs="+", type=folder_arg, required=True, metavar="FOLDER[:N]",
                    help="prepared splits of annotated photographs the model was not trained on (not test sets)")
-    add_postprocess_args(p.add_argument_group("what the setting does besides the threshold"), tree=False)
+    p.add_argument("--vary", choices=["threshold", "thin"], default="threshold",
+                   help="what is chosen: the threshold (default), or, the pixel threshold kept, the level down to which "
+                        "thin vessels are kept as 1 px centrelines (postprocess.py --thin-vessels)")
+    add_postprocess_args(p.add_argument_group("what the setting does besides"), tree=False, thin=False)
     p.add_argument("--dry-run", action="store_true", help="print the choice, write nothing")
     args = p.parse_args(argv)
     if not str(args.weights).endswith(".pth"):
@@ -86,15 +97,18 @@ def main(argv=None):
         sets.append((spec, samples, [seg.probability(s.image, s.fov) for s in samples]))
     everything = [s for _, ss, _ in sets for s in ss]
     maps = [m for _, _, ms in sets for m in ms]
-    t, error = length_matching_threshold(everything, maps, args.bridge, args.min_fragment)
-    print(f"{args.weights}: tree threshold {t:.3f} (pixel threshold {seg.threshold:.3f}); pooled length error there "
-          f"{error:+.1%}, over {len(everything)} photographs")
+    thin = args.vary == "thin"
+    t, error = length_matching_threshold(everything, maps, args.bridge, args.min_fragment,
+                                         threshold=seg.threshold if thin else None)
+    threshold, level = (seg.threshold, t) if thin else (t, 0.0)
+    print(f"{args.weights}: {'thin vessels kept down to' if thin else 'tree threshold'} {t:.3f} (pixel threshold "
+          f"{seg.threshold:.3f}); pooled length error there {error:+.1%}, over {len(everything)} photographs")
     for (folder, count), samples, probs in sets:
         report(f"{folder}{f':{count}' if count else ''}", samples, probs,
-               [("pixel", seg.threshold), ("tree", t)], args.bridge, args.min_fragment)
+               [("pixel", seg.threshold, 0.0), ("tree", threshold, level)], args.bridge, args.min_fragment)
     if args.dry_run:
         return
-    ckpt["tree"] = {"threshold": float(t), "bridge": args.bridge, "min_fragment": args.min_fragment,
+    ckpt["tree"] = {"threshold": float(threshold), "thin": float(level), "bridge": args.bridge, "min_fragment": args.min_fragment,
                     "chosen_on": [f"{folder}{f':{count}' if count else ''}" for (folder, count), _, _ in sets],
                     "images": [s.name for s in everything], "length_error": round(error, 4)}
     save_checkpoint(args.weights, ckpt)

@@ -78,11 +78,19 @@ def test_segment_gives_predict_py_mask_and_lossless_downloads(app, reference):
     # the measuring setting the page's button fills in: predict.py --tree's mask, specks said
     tree = app.models.tree("DRIVE, whole image")
     _, treed, _, info_t, _, _ = app.segment(str(SAMPLE), "DRIVE, whole image", threshold=tree["threshold"],
-                                            bridge=tree["bridge"], min_fragment=tree["min_fragment"])
+                                            bridge=tree["bridge"], min_fragment=tree["min_fragment"],
+                                            thin=tree.get("thin", 0.0))
     seg = Segmenter.from_file(REPO / "UNet.onnx")
     seg.use_tree()
     assert np.array_equal(treed > 0, seg.segment(read_image(SAMPLE))[1]) and seg.min_fragment == 20
     assert info_t["specks removed (px at DRIVE's scale)"] == "20" and info["specks removed (px at DRIVE's scale)"] == "none"
+    # thin vessels kept as centrelines: predict.py --thin-vessels's mask, longer by 1 px lines only, and said so
+    _, thin, _, info_w, _, _ = app.segment(str(SAMPLE), "DRIVE, whole image", thin=0.05)
+    expect = Segmenter.from_file(REPO / "UNet.onnx", thin=0.05).segment(read_image(SAMPLE))[1]
+    assert np.array_equal(thin > 0, expect) and ((thin > 0) & (mask == 0)).sum() > 100
+    assert not ((mask > 0) & (thin == 0)).any()
+    assert info_w["thin vessels kept as centrelines down to probability"] == "0.050"
+    assert info["thin vessels kept as centrelines down to probability"] == "no"
 
 
 def test_how_it_works_shows_every_stage_of_both_methods(app):
@@ -404,7 +412,7 @@ def test_api_parameters_have_names_and_the_fov_mask_is_optional(server, drive_sr
     params = {name: [(p["parameter_name"], p["parameter_has_default"]) for p in ep["parameters"]]
               for name, ep in api.items()}
     assert params["/segment"] == [("photograph", False), ("model", True), ("threshold", True), ("tta", True),
-                                  ("bridge", True), ("specks", True)]
+                                  ("bridge", True), ("specks", True), ("thin", True)]
     assert params["/check"] == [("photograph", False), ("annotation", False), ("fov_mask", True), ("model", True)]
     photo = drive_src / "test" / "images" / "01_test.tif"
     label = drive_src / "test" / "1st_manual" / "01_manual1.gif"
@@ -645,6 +653,13 @@ def test_in_a_browser_a_new_request_clears_the_old_result_and_a_failure_says_why
         page.locator("#measurements").get_by_text("centreline length").first.wait_for(timeout=60000)
         assert page.locator("#mask_file a").first.get_attribute("download") == "img_mask.png"
         assert "img.png: segmented with DRIVE, whole image, threshold 0.470" in status.inner_text()
+        # thin vessels asked for after the result: marked; asked off again: the result is the settings' again
+        page.locator("#thin input[type=number]").fill("0.05")
+        page.locator("#thin input[type=number]").press("Enter")
+        status.get_by_text("The settings have changed since this result").wait_for(timeout=10000)
+        page.locator("#thin input[type=number]").fill("0")
+        page.locator("#thin input[type=number]").press("Enter")
+        status.get_by_text("The settings have changed since this result").wait_for(state="detached", timeout=10000)
         # the slider moved after the result: the page says the result is for other settings
         page.locator("#threshold input[type=number]").fill("0.3")
         page.locator("#threshold input[type=number]").press("Enter")
@@ -687,6 +702,8 @@ def test_in_a_browser_the_measuring_setting_sets_the_tree_threshold(server):
         value = float(page.locator("#threshold input[type=number]").input_value())
         assert value == pytest.approx(tree["threshold"], abs=1e-3)
         assert page.locator("#bridge input[type=checkbox]").is_checked() == tree["bridge"]
+        thin = float(page.locator("#thin input[type=number]").input_value())
+        assert thin == pytest.approx(tree.get("thin", 0.0), abs=1e-3)
         page.locator("#model input").click()
         page.get_by_role("option", name="DRIVE, fast").click()
         page.locator("#threshold input[type=number]").wait_for()

@@ -88,3 +88,40 @@ def test_the_segmenter_and_predict_apply_the_options(tmp_path):
                   "--min-fragment", "20"])
     assert np.array_equal(read_mask(tmp_path / "a" / "img.png"), plain)
     assert np.array_equal(read_mask(tmp_path / "b" / "img.png"), tidy)
+
+
+def test_thin_vessels_come_in_as_centrelines_where_they_continue_the_mask():
+    from postprocess import THIN_MIN_LENGTH, thin_vessels
+
+    p = gapped()
+    plain = p >= 0.5
+    m = vessel_mask(p, 0.5, thin=0.1)
+    added = m & ~plain
+    assert np.array_equal(m, plain | thin_vessels(p, plain, 0.1))
+    assert added[29:32, 50:60].sum() >= 9                      # the gap: a bridge
+    assert added[33:55, 88:94].sum() >= 15                     # the spur: 22 px touching one piece
+    assert added[33:55].sum(axis=1).max() == 1                  # as a 1 px line
+    assert not m[5:8].any() and not m[40:43, 5:45].any()      # touching nothing; below the level
+    assert (m & plain).sum() == plain.sum() and added.sum() < 45  # the vessels are not widened
+    assert not (vessel_mask(p, 0.5, thin=0.3) & ~plain).any()  # the faint pieces are below 0.3
+    # an attached piece shorter than THIN_MIN_LENGTH is a spur of the thinning: left out
+    q = p.copy()
+    q[33:55, 90:92] = 0
+    q[33:33 + THIN_MIN_LENGTH - 3, 30:32] = 0.2
+    assert not (vessel_mask(q, 0.5, thin=0.1) & ~plain)[33:, 25:37].any()
+    # at three times DRIVE's FOV the length needed triples (3 x THIN_MIN_LENGTH > 22 px): the spur is then too short
+    assert not (vessel_mask(p, 0.5, fov_diameter_px=3 * REFERENCE_FOV, thin=0.1) & ~plain)[33:55].any()
+
+
+def test_predict_keeps_thin_vessels_on_request(tmp_path):
+    from inference import Segmenter
+    from conftest import REPO
+    from imio import read_image, read_mask
+    import predict
+
+    image = read_image(REPO / "predict" / "img.png")
+    _, plain = Segmenter.from_file(REPO / "UNet.onnx").segment(image)
+    _, thin = Segmenter.from_file(REPO / "UNet.onnx", thin=0.05).segment(image)
+    assert (thin & ~plain).sum() > 100 and not (plain & ~thin).any()  # added, nothing taken away
+    predict.main(["--input", str(REPO / "predict" / "img.png"), "--output", str(tmp_path), "--thin-vessels", "0.05"])
+    assert np.array_equal(read_mask(tmp_path / "img.png"), thin)

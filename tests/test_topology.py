@@ -179,3 +179,27 @@ def test_tree_threshold_pools_the_images_and_respects_the_fov():
     missing = np.where(prob >= 0.9, 0.9, np.where(prob == np.float32(0.1), 0.1, 0)).astype(np.float32)
     t, err = T.length_matching_threshold([_Sample(label), _Sample(label)], [missing, label.astype(np.float32)])
     assert t <= 0.1 and abs(err) < 0.2
+
+
+def test_the_thin_level_is_matched_with_the_threshold_kept():
+    """``threshold`` given: the threshold stays, and the level down to which thin vessels are kept as
+    centrelines is what the bisection chooses; the wide vessel is not widened on the way."""
+    label = canvas(160)
+    label[40:45, 10:150] = True     # wide vessel
+    label[45:120, 80] = True        # thin branch off it, annotated
+    prob = np.zeros(label.shape, np.float32)
+    prob[40:45, 10:150] = 0.9
+    prob[38:40, 10:150] = prob[45:47, 10:150] = 0.2   # the wide vessel's faint halo: a lower threshold widens it
+    prob[45:120, 79:82] = 0.3       # the thin branch, faint and 3 px wide in the map
+    prob[47:150, 120] = 0.1         # a faint false branch, not annotated
+    t, err = T.length_matching_threshold([_Sample(label)], [prob], threshold=0.5)
+    assert 0.1 < t <= 0.3 and err == pytest.approx(0.0, abs=0.05)
+    from postprocess import vessel_mask
+
+    mask = vessel_mask(prob, 0.5, thin=t)
+    assert mask[40:45, 10:150].all() and not mask[38:40].any() and not mask[45:47, 10:75].any()
+    assert mask[60:110, 79:82].sum(axis=1).max() == 1   # the branch as a 1 px line
+    assert not mask[60:150, 120].any()
+    # the threshold moved instead takes the halo in: the wide vessel grows by 4 rows
+    t2, _ = T.length_matching_threshold([_Sample(label)], [prob])
+    assert vessel_mask(prob, t2)[38:40, 10:150].mean() > 0.9

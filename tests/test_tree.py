@@ -22,7 +22,7 @@ def tiny_weights(path, threshold, tree=None, info=None):
     return export(path)
 
 
-def faint_map(self, image, fov=None):
+def faint_map(self, image, fov=None, trace=None):
     """A stand-in for the network: the synthetic photograph's wide vessel (the horizontal bar) at 0.9,
     its thin one at 0.3, and a faint false vessel along row 30 at 0.1."""
     gray = image[..., 0] if image.ndim == 3 else image
@@ -99,3 +99,48 @@ def test_tree_without_a_stored_setting_is_one_clear_line(tmp_path):
     assert r.returncode == 2 and "--pred maps have none" in r.stderr
     r = run("tree_threshold.py", "--weights", str(REPO / "UNet_AV.pth"), "--images", "x", cwd=tmp_path)
     assert r.returncode == 2 and "Traceback" not in r.stderr
+
+
+def test_the_thin_level_is_chosen_with_the_pixel_threshold_kept(tiny_dataset, tmp_path, monkeypatch, capsys):
+    """--vary thin: the threshold stays the pixel one; the level down to which thin vessels are kept as
+    centrelines is chosen (the thin vessel at 0.3 in, the false one at 0.1 out), stored and used by
+    --tree in evaluate.py and measure.py."""
+    import evaluate
+    import measure
+    import tree_threshold
+    from inference import Segmenter
+    from unet import read_checkpoint
+
+    monkeypatch.setattr(Segmenter, "probability", faint_map)
+    weights = tmp_path / "m.pth"
+    tiny_weights(weights, 0.5, info={"trained_on": "DRIVE", "train_images": ["01_training"]})
+    tree_threshold.main(["--weights", str(weights), "--images", str(tiny_dataset / "DRIVE" / "test"),
+                         "--vary", "thin", "--min-fragment", "20"])
+    assert "thin vessels kept down to" in capsys.readouterr().out
+    tree = read_checkpoint(weights)["tree"]
+    assert tree["threshold"] == 0.5 and 0.1 < tree["thin"] <= 0.3 and tree["min_fragment"] == 20
+    seg = Segmenter.from_file(weights.with_suffix(".onnx"))
+    seg.use_tree("m.onnx")
+    assert (seg.threshold, seg.thin, seg.min_fragment) == (0.5, tree["thin"], 20)
+    summaries = {}
+    for flags in ([], ["--tree"], ["--thin-vessels", "0.05"]):
+        out = tmp_path / f"ev{len(flags)}{flags[-1] if flags else ''}"
+        evaluate.main(["--root", str(tiny_dataset), "--weights", str(weights.with_suffix(".onnx")), "--out", str(out), *flags])
+        summaries[tuple(flags)] = json.load(open(out / "summary.json"))
+    plain, tree_run, low = summaries[()], summaries[("--tree",)], summaries[("--thin-vessels", "0.05")]
+    assert tree_run["threshold"] == 0.5 and tree_run["thin_vessels"] == tree["thin"] and plain["thin_vessels"] == 0
+    # the thin vessel comes in: the tree's length from a third short to about the annotation's; at 0.05 the
+    # false vessel comes in too and the tree is too long
+    assert plain["metrics"]["length_error"] < -0.2 and abs(tree_run["metrics"]["length_error"]) < 0.1
+    assert low["metrics"]["length_error"] > tree_run["metrics"]["length_error"] + 0.1
+    from imio import write_png
+
+    img, _, _ = disc_image(seed=1)
+    write_png(tmp_path / "photo.png", img)
+    lengths = []
+    for flags in ([], ["--tree"]):
+        monkeypatch.setattr(measure, "_SEGMENTER", None)
+        measure.main(["--input", str(tmp_path / "photo.png"), "--weights", str(weights.with_suffix(".onnx")),
+                      "--output", str(tmp_path / f"m{len(flags)}.csv"), *flags])
+        lengths.append(float(next(csv.DictReader(open(tmp_path / f"m{len(flags)}.csv")))["centreline_length_px"]))
+    assert lengths[1] > lengths[0] + 30  # the thin vessel measured with --tree
