@@ -200,6 +200,14 @@ def test_the_thin_level_is_matched_with_the_threshold_kept():
     assert mask[40:45, 10:150].all() and not mask[38:40].any() and not mask[45:47, 10:75].any()
     assert mask[60:110, 79:82].sum(axis=1).max() == 1   # the branch as a 1 px line
     assert not mask[60:150, 120].any()
+    # a faint vessel that does not continue the mask never comes in as a centreline: too short at every level
+    apart = label.copy()
+    apart[140, 10:100] = True
+    lone = prob.copy()
+    lone[140, 10:100] = 0.3
+    lone[47:150, 120] = 0.0          # (without the false branch, which would stand in for its length)
+    t3, err3 = T.length_matching_threshold([_Sample(apart)], [lone], threshold=0.5)
+    assert t3 == 0.01 and err3 < -0.2
     # the threshold moved instead takes the halo in: the wide vessel grows by 4 rows
     t2, _ = T.length_matching_threshold([_Sample(label)], [prob])
     assert vessel_mask(prob, t2)[38:40, 10:150].mean() > 0.9

@@ -138,9 +138,9 @@ def test_the_thin_level_is_chosen_with_the_pixel_threshold_kept(tiny_dataset, tm
     img, _, _ = disc_image(seed=1)
     write_png(tmp_path / "photo.png", img)
     lengths = []
-    for flags in ([], ["--tree"]):
+    for i, flags in enumerate(([], ["--tree"], ["--thin-vessels", "0.2"])):
         monkeypatch.setattr(measure, "_SEGMENTER", None)
         measure.main(["--input", str(tmp_path / "photo.png"), "--weights", str(weights.with_suffix(".onnx")),
-                      "--output", str(tmp_path / f"m{len(flags)}.csv"), *flags])
-        lengths.append(float(next(csv.DictReader(open(tmp_path / f"m{len(flags)}.csv")))["centreline_length_px"]))
-    assert lengths[1] > lengths[0] + 30  # the thin vessel measured with --tree
+                      "--output", str(tmp_path / f"m{i}.csv"), *flags])
+        lengths.append(float(next(csv.DictReader(open(tmp_path / f"m{i}.csv")))["centreline_length_px"]))
+    assert lengths[1] > lengths[0] + 30 and lengths[2] > lengths[0] + 30  # the thin vessel measured
