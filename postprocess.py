@@ -12,8 +12,9 @@
    mask, where they continue it: the bridges, and pieces that touch one part of the mask and are at
    least ``THIN_MIN_LENGTH`` px long (at DRIVE's scale; shorter ones are mostly spurs of the
    thinning along a vessel's faint edge). They are added as 1 px lines, so the tree gains the faint
-   thin vessels the map holds below the threshold without widening the vessels it already has: area
-   and calibre stay the threshold's (docs/experiments.md, Session 18).
+   thin vessels the map holds below the threshold without widening the vessels it already has: the
+   vessel area stays about the threshold's, and the mean calibre (area / length) comes nearer the
+   annotation's (docs/experiments.md, Session 18).
 3. **Specks removed**: the mask's 8-connected pieces of at most ``MIN_FRAGMENT`` pixels (at
    DRIVE's scale: a FOV ``REFERENCE_FOV`` px across; the area grows with the square of a larger
    FOV's diameter) are removed (scikit-image ``remove_small_objects``). A vessel is a connected
