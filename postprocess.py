@@ -13,8 +13,8 @@
    least ``THIN_MIN_LENGTH`` px long (at DRIVE's scale; shorter ones are mostly spurs of the
    thinning along a vessel's faint edge). They are added as 1 px lines, so the tree gains the faint
    thin vessels the map holds below the threshold without widening the vessels it already has: the
-   vessel area stays about the threshold's, and the mean calibre (area / length) comes nearer the
-   annotation's (docs/experiments.md, Session 18).
+   vessel area stays about the threshold's, and the mean calibre (area / length) falls as the length
+   grows (docs/experiments.md, Session 18).
 3. **Specks removed**: the mask's 8-connected pieces of at most ``MIN_FRAGMENT`` pixels (at
    DRIVE's scale: a FOV ``REFERENCE_FOV`` px across; the area grows with the square of a larger
    FOV's diameter) are removed (scikit-image ``remove_small_objects``). A vessel is a connected
