@@ -268,8 +268,7 @@ def main(argv=None):
         probs = [by_index[i] for i in range(len(samples))]
         classes = None
         if args.av:  # the vessel mask as predict.py makes it, classified as predict.py --av does
-            masks = [vessel_mask(m[0], threshold, fov_diameter(s.fov), args.bridge, args.min_fragment, thin=args.thin_vessels)
-                     for s, m in zip(samples, probs)]
+            masks = [seg.mask(m[0], s.fov, threshold) for s, m in zip(samples, probs)]
             classes = [seg.kinds(mk, m[1], s.fov, not args.av_pixels) for s, mk, m in zip(samples, masks, probs)]
             probs = [m[0] for m in probs]
     seconds = time.perf_counter() - t0
