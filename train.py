@@ -45,6 +45,9 @@ def build_parser():
     p.add_argument("--av", action="store_true",
                    help="train the artery/vein model (labels in DATASET/train/label_av/, from prepare_data.py "
                         "--dataset DRIVE-AV or LES-AV): vessel map + artery-or-vein map")
+    p.add_argument("--kind-weight", type=bounded(float, 0), default=1.0,
+                   help="with --av: weight of the artery-or-vein cross-entropy against the vessel loss "
+                        "(default: %(default)s)")
     p.add_argument("--detail", type=bounded(float, 1, 4), default=1.0,
                    help="stored in the weights: inference segments a photograph larger than the training scale at "
                         "up to DETAIL times it (for a model trained with a wide --scale; default: %(default)s)")
@@ -76,6 +79,8 @@ def main(argv=None):
     args = parse_training_args(build_parser(), argv)
     if args.channel is None:
         args.channel = COLOUR if args.av else "gray"
+    if args.kind_weight != 1.0 and not args.av:
+        raise UserError("--kind-weight weighs the artery/vein term: use it with --av")
     if args.augment == "camera" and args.channel == COLOUR:
         raise UserError("--augment camera alters one channel; use it with --channel gray or green, not rgb")
     samples = load_split(args.root, args.dataset, "train", av=args.av)

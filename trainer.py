@@ -288,7 +288,7 @@ class ArteryVeinTask(VesselTask):
     log_fields = ("val_av_f1", "val_av_accuracy")
 
     def loss(self, args):
-        return ArteryVeinLoss(super().loss(args))
+        return ArteryVeinLoss(super().loss(args), kind_weight=getattr(args, "kind_weight", 1.0))
 
     def validate(self, model, preprocess, samples):
         from av import add_counts, av_counts, av_scores, classify
@@ -422,7 +422,7 @@ def fit(args, images, labels, val_samples, preprocess, info, look=None, threshol
                                                 "val_count", "val_every", "augment", "seed")}
     for key, default in (("dice_weight", 1.0), ("crop", 0), ("stages", 1), ("accumulate", 1), ("scale", [0.9, 1.1]),
                          ("also", []), ("split_seed", args.seed), ("channel", "gray"), ("fold", 0), ("ema", 0.0),
-                         ("cldice_weight", 0.0), ("skeleton_weight", 0.0), ("av", False)):
+                         ("cldice_weight", 0.0), ("skeleton_weight", 0.0), ("av", False), ("kind_weight", 1.0)):
         if getattr(args, key, default) != default:  # recorded only when changed: older resume states stay valid
             run_config[key] = getattr(args, key)
     if world_size > 1:

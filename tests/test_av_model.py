@@ -47,6 +47,26 @@ def test_the_loss_learns_the_kind_only_on_artery_and_vein_pixels_and_the_vessels
     assert loss.item() == pytest.approx(vessel_only.item() + np.log(2), rel=1e-5)
 
 
+def test_kind_weight_scales_the_artery_vein_term_of_the_training_loss_and_needs_av(tiny_dataset, capsys):
+    import argparse
+
+    import torch
+
+    import train
+    from losses import CEDiceLoss
+    from trainer import ArteryVeinTask
+
+    args = argparse.Namespace(dice_weight=1.0, cldice_weight=0.0, skeleton_weight=0.0, kind_weight=3.0)
+    target = torch.tensor([[[[0, 1, 2, 3]]]], dtype=torch.float32)
+    logits = torch.zeros(1, 2, 1, 4)
+    vessel_only = CEDiceLoss()(logits[:, :1], (target > 0).float())
+    assert ArteryVeinTask().loss(args)(logits, target).item() == pytest.approx(vessel_only.item() + 3 * np.log(2), rel=1e-5)
+    with pytest.raises(SystemExit):
+        train.main(["--root", str(tiny_dataset), "--kind-weight", "2", *TINY, "--out", "x.pth"])
+    err = capsys.readouterr().err.strip()
+    assert "--kind-weight" in err and "--av" in err and "Traceback" not in err
+
+
 def test_two_outputs_come_through_tiling_and_onnx_as_they_leave_the_network(tmp_path):
     import torch
 
