@@ -47,7 +47,7 @@ def test_the_loss_learns_the_kind_only_on_artery_and_vein_pixels_and_the_vessels
     assert loss.item() == pytest.approx(vessel_only.item() + np.log(2), rel=1e-5)
 
 
-def test_kind_weight_scales_the_artery_vein_term_of_the_training_loss_and_needs_av(tiny_dataset, capsys):
+def test_kind_weight_scales_the_artery_vein_term_of_the_training_loss_and_needs_av(tiny_dataset, tmp_path, capsys):
     import argparse
 
     import torch
@@ -62,7 +62,7 @@ def test_kind_weight_scales_the_artery_vein_term_of_the_training_loss_and_needs_
     vessel_only = CEDiceLoss()(logits[:, :1], (target > 0).float())
     assert ArteryVeinTask().loss(args)(logits, target).item() == pytest.approx(vessel_only.item() + 3 * np.log(2), rel=1e-5)
     with pytest.raises(SystemExit):
-        train.main(["--root", str(tiny_dataset), "--kind-weight", "2", *TINY, "--out", "x.pth"])
+        train.main(["--root", str(tiny_dataset), "--kind-weight", "2", *TINY, "--out", str(tmp_path / "x.pth")])
     err = capsys.readouterr().err.strip()
     assert "--kind-weight" in err and "--av" in err and "Traceback" not in err
 
@@ -147,11 +147,11 @@ def test_train_av_records_colour_input_two_outputs_and_its_av_score(av_model):
     assert len(log) == 2 and all(r["val_av_f1"] and r["val_av_accuracy"] for r in log)
 
 
-def test_train_av_without_artery_vein_labels_says_where_they_come_from(tiny_dataset, capsys):
+def test_train_av_without_artery_vein_labels_says_where_they_come_from(tiny_dataset, tmp_path, capsys):
     import train
 
     with pytest.raises(SystemExit):
-        train.main(["--root", str(tiny_dataset), "--av", *TINY, "--out", "x.pth"])
+        train.main(["--root", str(tiny_dataset), "--av", *TINY, "--out", str(tmp_path / "x.pth")])
     err = capsys.readouterr().err.strip()
     assert "label_av" in err and "prepare_data.py --dataset DRIVE-AV" in err and "Traceback" not in err
 
