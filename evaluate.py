@@ -132,14 +132,25 @@ def human_reference(root, dataset, samples):
     return {**binary_metrics(y, pred), **top}, [{**r, **t} for r, t in zip(rows, top_rows)]
 
 
-def validation_split(root, weights):
-    """The samples ``weights`` (a .pth written by train.py) held out for validation."""
-    from trainer import validation_samples
-    from unet import read_checkpoint
+def model_record(weights):
+    """What trained ``weights`` (a .pth written by train.py, or a .onnx exported from one) were: its
+    ``info`` (training and validation images) and ``preprocess``."""
+    if str(weights).endswith(".onnx"):  # the metadata carries the checkpoint's info
+        from onnx_model import load_onnx
 
-    if not str(weights).endswith(".pth"):
-        raise UserError("--split val needs --weights NAME.pth (the checkpoint names its validation images)")
-    ck = read_checkpoint(weights)
+        return load_onnx(weights)[1]
+    if str(weights).endswith(".pth"):
+        from unet import read_checkpoint
+
+        return read_checkpoint(weights)
+    raise UserError("--split val needs --weights NAME.pth or NAME.onnx (the model names its validation images)")
+
+
+def validation_split(root, weights):
+    """The samples ``weights`` held out for validation (``model_record``)."""
+    from trainer import validation_samples
+
+    ck = model_record(weights)
     if not ck["info"].get("val_images"):
         raise UserError(f"{weights} held no images out for validation (trained with --val-count 0?)")
     return validation_samples(root, ck["info"], ck["preprocess"])
@@ -225,9 +236,7 @@ def main(argv=None):
     if args.av:
         datasets = [args.dataset]
         if args.split == "val":
-            from unet import read_checkpoint
-
-            datasets = read_checkpoint(args.weights)["info"]["trained_on"].split("+")
+            datasets = model_record(args.weights)["info"]["trained_on"].split("+")
         av_labels(args.root, datasets, "train" if args.split == "val" else args.split, samples)
     source = args.pred or args.weights
     out = writable_dir(args.out or Path("eval") / f"{args.dataset}_{Path(source.rstrip('/')).stem}")

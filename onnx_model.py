@@ -12,6 +12,7 @@ Exporting needs torch and onnx (the full install); running needs only onnxruntim
 import hashlib
 import io
 import json
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -75,6 +76,92 @@ def export(weights, out=None):
         proto.metadata_props.add(key=k, value=v)
     proto.doc_string = "Retinal vessel U-Net: probabilities from a gray image in [0, 1] (see the metadata)"
     onnx.checker.check_model(proto)
+    atomic_replace(out, lambda tmp: onnx.save(proto, tmp), suffix=".onnx")
+    return out
+
+
+def _quantization():
+    """onnxruntime.quantization's names. It imports onnxruntime.transformers, whose modules import their
+    own top-level ``onnx_model`` (from their folder, appended to sys.path): this file's name, which
+    comes first on the path. Imported with theirs in place, then ours put back."""
+    import importlib.util
+    import sys
+
+    if "onnxruntime.quantization" not in sys.modules:
+        theirs = Path(importlib.util.find_spec("onnxruntime").origin).parent / "transformers"
+        ours = sys.modules.pop("onnx_model", None)
+        sys.path.insert(0, str(theirs))
+        try:
+            importlib.import_module("onnxruntime.quantization")
+        finally:
+            sys.path.remove(str(theirs))
+            if ours is not None:
+                sys.modules["onnx_model"] = ours
+    q = sys.modules["onnxruntime.quantization"]
+    return q.CalibrationDataReader, q.QuantFormat, q.QuantType, q.quantize_static
+
+
+def quantize(model, photographs, out=None):
+    """An int8 copy of the exported ``model`` (a .onnx; written to ``out``, default NAME_int8.onnx,
+    atomically), for CPUs with fast 8-bit arithmetic (x86 with AVX-512 VNNI or AVX-VNNI, recent Arm).
+
+    ONNX Runtime's static quantization (``quantize_static``, QDQ format): weights int8 per output
+    channel, activations uint8 with ranges (min/max) calibrated on the network inputs the Segmenter
+    makes of ``photographs`` (paths of colour photographs; their FOV estimated as predict.py does),
+    so the calibration sees what inference feeds the network. The last convolution (the logits)
+    and the sigmoid stay float: the probability maps keep their 16-bit resolution. The metadata is
+    the float model's, with ``int8`` (JSON: the calibration photographs' names) added; it runs with
+    onnxruntime alone, like the float model.
+    """
+    import onnx
+    CalibrationDataReader, QuantFormat, QuantType, quantize_static = _quantization()
+
+    from imio import atomic_replace, read_image
+    from inference import Segmenter
+
+    model = Path(model)
+    out = Path(out) if out else model.with_name(f"{model.stem}_int8.onnx")
+    net, meta = load_onnx(model)
+    feeds = []
+
+    class Recording:  # the session, recording every input the Segmenter gives it (padded as run)
+        def __init__(self, session):
+            self.session = session
+
+        def run(self, names, feed):
+            feeds.append(dict(feed))
+            return self.session.run(names, feed)
+
+    net.session = Recording(net.session)
+    segmenter = Segmenter(net, meta["preprocess"], meta["threshold"])
+    names = []
+    for path in photographs:
+        segmenter.maps(read_image(path))
+        names.append(Path(path).name)
+    if not feeds:
+        raise UserError("--int8 needs at least one photograph to calibrate on")
+
+    class Feeds(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter(feeds)
+
+        def get_next(self):
+            return next(self.it, None)
+
+    graph = onnx.load(model).graph
+    made_by = {o: n for n in graph.node for o in n.output}
+    sigmoids = [n for n in graph.node if n.op_type == "Sigmoid"]
+    keep_float = [n.name for n in sigmoids] + [made_by[n.input[0]].name for n in sigmoids if n.input[0] in made_by]
+    with tempfile.TemporaryDirectory() as tmp:
+        quantized = Path(tmp) / "int8.onnx"
+        quantize_static(str(model), str(quantized), Feeds(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=keep_float)  # min/max calibration: the calibrating graph keeps only each tensor's min and max
+        proto = onnx.load(quantized)
+    props = {p.key: p.value for p in onnx.load(model, load_external_data=False).metadata_props}
+    props["int8"] = json.dumps({"calibration": names})
+    del proto.metadata_props[:]
+    for k, v in props.items():
+        proto.metadata_props.add(key=k, value=v)
     atomic_replace(out, lambda tmp: onnx.save(proto, tmp), suffix=".onnx")
     return out
 

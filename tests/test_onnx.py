@@ -125,6 +125,49 @@ def test_export_warns_when_the_pth_beside_it_changed(tmp_path, capsys):
     assert "exported from another m.pth" in capsys.readouterr().err
 
 
+def test_int8_copy_is_quantized_keeps_the_float_maps_and_the_metadata(tmp_path):
+    """export_onnx.py --int8: an 8-bit graph, calibrated on the photographs given, whose maps follow the
+    float model's, whose probabilities keep more than 256 levels (logits and sigmoid stay float), with
+    the float model's metadata and the calibration photographs named; our onnx_model stays importable."""
+    import json
+    import shutil
+    import sys as _sys
+
+    import onnx
+
+    import export_onnx
+    from onnx_model import load_onnx
+
+    shutil.copy(REPO / "UNet_AV.onnx", tmp_path / "av.onnx")
+    export_onnx.main([str(tmp_path / "av.onnx"), "--int8", str(REPO / "predict" / "img.png")])
+    ops = {n.op_type for n in onnx.load(tmp_path / "av_int8.onnx").graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    assert hasattr(_sys.modules["onnx_model"], "quantize")  # not onnxruntime's module of the same name
+    (_, float_meta), (_, meta) = load_onnx(tmp_path / "av.onnx"), load_onnx(tmp_path / "av_int8.onnx")
+    assert meta == float_meta  # arch, preprocess, threshold, info, source and its hash
+    props = {p.key: p.value for p in onnx.load(tmp_path / "av_int8.onnx").metadata_props}
+    assert json.loads(props["int8"]) == {"calibration": ["img.png"]}
+    img = read_image(REPO / "predict" / "img.png")
+    a, b = Segmenter.from_file(tmp_path / "av.onnx"), Segmenter.from_file(tmp_path / "av_int8.onnx")
+    fa, fb = a.maps(img), b.maps(img)
+    vessels = fa[0] > a.threshold
+    assert np.abs(fa - fb).mean() < 0.01 and np.mean(vessels == (fb[0] > a.threshold)) > 0.995
+    assert np.mean((fa[1] > 0.5) == (fb[1] > 0.5), where=vessels) > 0.95
+    assert len(np.unique(fb[0][(fb[0] > 0.05) & (fb[0] < 0.95)])) > 1000
+
+
+def test_int8_refuses_what_it_cannot_calibrate_on_in_one_line(tmp_path, capsys):
+    import export_onnx
+
+    for argv, message in [(["--int8", str(tmp_path / "absent.png")], "absent.png is neither an image file nor a folder"),
+                          ([], "expected a .pth checkpoint\n")]:
+        with pytest.raises(SystemExit) as exit_:
+            export_onnx.main([str(REPO / "UNet_AV.onnx"), *argv])
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and message in err and err.count("\n") == 1
+    assert not list(tmp_path.iterdir()) and not (REPO / "UNet_AV_int8.onnx").exists()
+
+
 def test_light_install_segments_without_torch(tmp_path):
     """A venv from requirements-light.txt alone runs predict.py on the shipped ONNX model."""
     venv = tmp_path / "venv"

@@ -112,6 +112,10 @@ def test_whole_pipeline_on_real_drive_images(drive_src, tmp_path, monkeypatch, c
     val = json.loads((work / "eval" / "val" / "summary.json").read_text())
     assert val["split"] == "val" and val["images"] == 1 and val["second_observer"] is None
     assert (work / "eval" / "val" / "per_image.csv").read_text().splitlines()[1].startswith(held[0] + ",model,")
+    # ... and the same image from the .onnx train.py exported (its metadata names it too)
+    evaluate.main(["--weights", "UNet.onnx", "--split", "val", "--out", "eval/val_onnx"])
+    assert json.loads((work / "eval" / "val_onnx" / "summary.json").read_text())["images"] == 1
+    assert (work / "eval" / "val_onnx" / "per_image.csv").read_text().splitlines()[1].startswith(held[0] + ",model,")
 
     # --pred scores maps made elsewhere with the same code: the patch maps just written
     evaluate.main(["--pred", "out", "--out", "eval/ext"])
