@@ -9,9 +9,11 @@ threshold, what it was trained on) and the hash of the .pth it came from. Traini
 automatically at the end of a run; use this after copying or editing weights by hand.
 
 --int8 also writes an 8-bit copy, NAME_int8.onnx, for CPUs with fast 8-bit arithmetic (x86 with
-AVX-512 VNNI or AVX-VNNI, recent Arm): weights int8, activations uint8 with ranges calibrated on
-the photographs given (the model's own training photographs, never the ones it is scored on); the
-logits and the sigmoid stay float. It runs in the light install like any exported model:
+AVX-512 VNNI or AVX-VNNI, recent Arm; `lscpu | grep -i vnni`): weights int8 (7-bit range, so CPUs
+without VNNI compute it without saturating), activations uint8 with ranges calibrated on the
+photographs given (the model's own training photographs, never the ones it is scored on); the
+logits and the sigmoid stay float. Its maps are close to the float model's, not identical (README,
+"int8 copies"). It runs in the light install like any exported model:
 
     python export_onnx.py UNet_AV.onnx --int8 DRIVE-AV/train/image LES-AV/train/image   # -> UNet_AV_int8.onnx
 """

@@ -106,9 +106,11 @@ def quantize(model, photographs, out=None):
     atomically), for CPUs with fast 8-bit arithmetic (x86 with AVX-512 VNNI or AVX-VNNI, recent Arm).
 
     ONNX Runtime's static quantization (``quantize_static``, QDQ format): weights int8 per output
-    channel, activations uint8 with ranges (min/max) calibrated on the network inputs the Segmenter
-    makes of ``photographs`` (paths of colour photographs; their FOV estimated as predict.py does),
-    so the calibration sees what inference feeds the network. The last convolution (the logits)
+    channel with 7-bit range (``reduce_range``: x86 CPUs without VNNI can otherwise saturate their
+    8-bit sums and give other results than CPUs with it), activations uint8 with ranges (min/max)
+    calibrated on the network inputs the Segmenter makes of ``photographs`` (paths of colour
+    photographs; their FOV estimated as predict.py does), so the calibration sees what inference
+    feeds the network. The last convolution (the logits)
     and the sigmoid stay float: the probability maps keep their 16-bit resolution. The metadata is
     the float model's, with ``int8`` (JSON: the calibration photographs' names) added; it runs with
     onnxruntime alone, like the float model.
@@ -155,7 +157,8 @@ def quantize(model, photographs, out=None):
     with tempfile.TemporaryDirectory() as tmp:
         quantized = Path(tmp) / "int8.onnx"
         quantize_static(str(model), str(quantized), Feeds(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=keep_float)  # min/max calibration: the calibrating graph keeps only each tensor's min and max
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, reduce_range=True,
+                        nodes_to_exclude=keep_float)  # min/max calibration: the calibrating graph keeps only each tensor's min and max
         proto = onnx.load(quantized)
     props = {p.key: p.value for p in onnx.load(model, load_external_data=False).metadata_props}
     props["int8"] = json.dumps({"calibration": names})
