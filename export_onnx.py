@@ -13,7 +13,7 @@ AVX-512 VNNI or AVX-VNNI, recent Arm; `lscpu | grep -i vnni`): weights int8 (7-b
 without VNNI compute it without saturating), activations uint8 with ranges calibrated on the
 photographs given (the model's own training photographs, never the ones it is scored on); the
 logits and the sigmoid stay float. Its maps are close to the float model's, not identical (README,
-"int8 copies"). It runs in the light install like any exported model:
+"An 8-bit copy"). It runs in the light install like any exported model:
 
     python export_onnx.py UNet_AV.onnx --int8 DRIVE-AV/train/image LES-AV/train/image   # -> UNet_AV_int8.onnx
 """

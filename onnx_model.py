@@ -110,16 +110,17 @@ def quantize(model, photographs, out=None):
     8-bit sums and give other results than CPUs with it), activations uint8 with ranges (min/max)
     calibrated on the network inputs the Segmenter makes of ``photographs`` (paths of colour
     photographs; their FOV estimated as predict.py does), so the calibration sees what inference
-    feeds the network. The last convolution (the logits)
-    and the sigmoid stay float: the probability maps keep their 16-bit resolution. The metadata is
+    feeds the network. The last convolution (the logits) and the sigmoid stay float: the probability
+    maps keep their 16-bit resolution. The metadata is
     the float model's, with ``int8`` (JSON: the calibration photographs' names) added; it runs with
     onnxruntime alone, like the float model.
     """
     import onnx
-    CalibrationDataReader, QuantFormat, QuantType, quantize_static = _quantization()
 
     from imio import atomic_replace, read_image
     from inference import Segmenter
+
+    CalibrationDataReader, QuantFormat, QuantType, quantize_static = _quantization()
 
     model = Path(model)
     out = Path(out) if out else model.with_name(f"{model.stem}_int8.onnx")
@@ -158,7 +159,7 @@ def quantize(model, photographs, out=None):
         quantized = Path(tmp) / "int8.onnx"
         quantize_static(str(model), str(quantized), Feeds(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, reduce_range=True,
-                        nodes_to_exclude=keep_float)  # min/max calibration: the calibrating graph keeps only each tensor's min and max
+                        nodes_to_exclude=keep_float)  # min/max calibration: only each tensor's range is kept
         proto = onnx.load(quantized)
     props = {p.key: p.value for p in onnx.load(model, load_external_data=False).metadata_props}
     props["int8"] = json.dumps({"calibration": names})
