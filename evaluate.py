@@ -134,26 +134,21 @@ def human_reference(root, dataset, samples):
 
 def model_record(weights):
     """What trained ``weights`` (a .pth written by train.py, or a .onnx exported from one) were: its
-    ``info`` (training and validation images) and ``preprocess``."""
-    if str(weights).endswith(".onnx"):  # the metadata carries the checkpoint's info
-        from onnx_model import load_onnx
+    ``info`` (training and validation images) and ``preprocess``, as ``inference.load_net`` reads them."""
+    if not str(weights).endswith((".pth", ".onnx")):
+        raise UserError("--split val needs --weights NAME.pth or NAME.onnx (the model names its validation images)")
+    from inference import load_net
 
-        return load_onnx(weights)[1]
-    if str(weights).endswith(".pth"):
-        from unet import read_checkpoint
-
-        return read_checkpoint(weights)
-    raise UserError("--split val needs --weights NAME.pth or NAME.onnx (the model names its validation images)")
+    return load_net(weights)[1]
 
 
-def validation_split(root, weights):
-    """The samples ``weights`` held out for validation (``model_record``)."""
+def validation_split(root, weights, record):
+    """The samples ``weights`` (whose ``model_record`` is ``record``) held out for validation."""
     from trainer import validation_samples
 
-    ck = model_record(weights)
-    if not ck["info"].get("val_images"):
+    if not record["info"].get("val_images"):
         raise UserError(f"{weights} held no images out for validation (trained with --val-count 0?)")
-    return validation_samples(root, ck["info"], ck["preprocess"])
+    return validation_samples(root, record["info"], record["preprocess"])
 
 
 AV_ORDER = ["artery_f1", "vein_f1", "artery_sensitivity", "vein_sensitivity", "artery_specificity",
@@ -228,7 +223,8 @@ def main(argv=None):
     if args.split == "val":
         if args.pred:
             raise UserError("--split val scores --weights on the images they held out; --pred has none")
-        samples = validation_split(args.root, args.weights)
+        record = model_record(args.weights)
+        samples = validation_split(args.root, args.weights, record)
     else:
         samples = [load_sample(*t) for t in pair_files(split_dir(args.root, args.dataset, args.split), require_mask=True)]
     if args.limit:
@@ -236,7 +232,7 @@ def main(argv=None):
     if args.av:
         datasets = [args.dataset]
         if args.split == "val":
-            datasets = model_record(args.weights)["info"]["trained_on"].split("+")
+            datasets = record["info"]["trained_on"].split("+")
         av_labels(args.root, datasets, "train" if args.split == "val" else args.split, samples)
     source = args.pred or args.weights
     out = writable_dir(args.out or Path("eval") / f"{args.dataset}_{Path(source.rstrip('/')).stem}")

@@ -151,7 +151,8 @@ def quantize(model, photographs, out=None):
         def get_next(self):
             return next(self.it, None)
 
-    graph = onnx.load(model).graph
+    source = onnx.load(model)
+    graph = source.graph
     made_by = {o: n for n in graph.node for o in n.output}
     sigmoids = [n for n in graph.node if n.op_type == "Sigmoid"]
     keep_float = [n.name for n in sigmoids] + [made_by[n.input[0]].name for n in sigmoids if n.input[0] in made_by]
@@ -161,7 +162,7 @@ def quantize(model, photographs, out=None):
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, reduce_range=True,
                         nodes_to_exclude=keep_float)  # min/max calibration: only each tensor's range is kept
         proto = onnx.load(quantized)
-    props = {p.key: p.value for p in onnx.load(model, load_external_data=False).metadata_props}
+    props = {p.key: p.value for p in source.metadata_props}
     props["int8"] = json.dumps({"calibration": names})
     del proto.metadata_props[:]
     for k, v in props.items():
