@@ -491,25 +491,12 @@ def app_page(url, accept_downloads=False):
 
 
 def upload(page, where, path):
-    """Drop a file on the upload area ``where`` and wait until the page shows its name."""
-    from playwright.sync_api import TimeoutError as PlaywrightTimeout
-
-    name = page.locator(where).get_by_text(Path(path).name).first
-    # a file set in the first instants after mounting can be missed by the upload handler (seen in cold
-    # CI runs); a person who sees nothing drops the file again -- if the drop zone is still there: once
-    # it has gone, the upload is under way (slow on a busy machine)
-    drop = page.locator(f"{where} input[type=file]")
-    for attempt, timeout in ((1, 15000), (2, 15000), (3, 30000)):
-        if attempt == 1 or drop.count():
-            drop.set_input_files(str(path))
-        try:
-            name.wait_for(timeout=timeout)
-            return
-        except PlaywrightTimeout:
-            if os.environ.get("APP_DEBUG"):
-                page.screenshot(path=f"{os.environ['APP_DEBUG']}/upload{attempt}.png", full_page=True)
-            if attempt == 3:
-                raise
+    """Drop a file on the upload area ``where`` and wait until the upload has finished: the area then
+    links the uploaded file by its name. (Its name is shown as two pieces, stem and extension, so a
+    text search for the whole name finds only the progress line shown while the file is on its way,
+    which on a busy machine can come and go unseen.)"""
+    page.locator(f"{where} input[type=file]").set_input_files(str(path))
+    page.locator(where).locator(f'a[download="{Path(path).name}"]').wait_for(timeout=60000)
 
 
 def test_in_a_browser_segment_download_and_how_it_works(server, reference, tmp_path):
