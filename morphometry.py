@@ -614,7 +614,10 @@ def _segments(sk, jlabels, ends, edt, min_len, mask_f):
         seg.length = polyline_length(p)
         seg.chord = float(np.hypot(*(p[-1] - p[0])))
         seg.calibre = None
-        seg.scored = seg.length >= min_len and seg.chord > 0 and kinds[0] != "loop"
+        # a path that leaves a branch point and comes back to it (a ring on a vessel) is closed, like a
+        # free loop: arc / chord is not defined for it (its chord is a fraction of a pixel)
+        closed = kinds[0] == "loop" or (jl[0] > 0 and jl[0] == jl[-1])
+        seg.scored = seg.length >= min_len and seg.chord > 0 and not closed
         if seg.scored:
             # curvature along the vessel's course: not along the straight continuations to the tips,
             # nor inside the blobs at branch points
@@ -629,7 +632,7 @@ def _segments(sk, jlabels, ends, edt, min_len, mask_f):
                 if core_length > 0 else 0.0
             seg.td = tortuosity_density(even, kappa)
         else:
-            seg.distance_factor = seg.length / seg.chord if seg.chord > 0 else None
+            seg.distance_factor = seg.length / seg.chord if seg.chord > 0 and not closed else None
             seg.curvature = seg.td = None
         out.append(seg)
     return out

@@ -168,6 +168,22 @@ def test_y_junction_one_branch_point_three_ends_and_its_angle(angle):
     assert row["branching_angle_deg"] == pytest.approx(angle, abs=3)
 
 
+def test_a_ring_on_a_stem_is_a_closed_loop_not_scored_for_tortuosity():
+    """A segment that leaves a branch point and comes back to it (a small ring on a vessel, as a mask
+    of one vessel kind often has where two vessels touch) has no chord: arc / chord is not defined for
+    it, so it is not scored (the segment is kept, with its length). Scored, its arc over a chord of a
+    fraction of a pixel made a photograph's length-weighted distance factor 4 instead of 1.05."""
+    shape = (120, 220)
+    t = np.linspace(0, 2 * np.pi, 4000)
+    ring = np.c_[28 + 14 * np.sin(t), 110 + 14 * np.cos(t)]
+    mask = tube(np.linspace([90, 10], [90, 210], 4000), 5, shape) | tube(np.linspace([90, 110], [42, 110], 2000), 5, shape)
+    row, segs = measure(mask | tube(ring, 5, shape))
+    closed = [s for s in segs if s.length > 60 and s.chord < 2]
+    assert len(closed) == 1 and not closed[0].scored and closed[0].distance_factor is None
+    assert row["distance_factor"] == pytest.approx(1.0, abs=0.03)  # the bar's two halves and the stem
+    assert row["centreline_length_px"] > 200 + 2 * np.pi * 14 * 0.8  # the ring's length still counts
+
+
 # --- invariances, units --------------------------------------------------------------------------
 
 CONTINUOUS = ["vessel_area_density", "centreline_length_px", "mean_calibre_px", "calibre_weighted_px", "fd_mask",
