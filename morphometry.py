@@ -27,7 +27,8 @@ Every measure is taken inside the field of view (FOV). Definitions, constants an
   (where the profile runs into the other vessels). ``calibre_weighted`` is the length-weighted mean
   of the segment calibres.
 * **Tortuosity**, per segment of at least ``MIN_SEGMENT_FRACTION`` = 2 % of the FOV diameter
-  (11 px on DRIVE's 540 px FOV; shorter segments are not scored): the **distance factor** arc /
+  (11 px on DRIVE's 540 px FOV; shorter segments, and closed ones -- free loops and rings that leave a
+  branch point and come back to it -- are not scored): the **distance factor** arc /
   chord (Lotmar et al. 1979; 1 for a straight vessel); the **curvature tortuosity** integral of the
   squared curvature along the path divided by its length (Hart et al. 1999, "tau_5"-like;
   1/R^2 for a circular arc of radius R, in 1/px^2 or 1/mm^2); and the **tortuosity density**
