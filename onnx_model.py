@@ -111,9 +111,8 @@ def quantize(model, photographs, out=None):
     calibrated on the network inputs the Segmenter makes of ``photographs`` (paths of colour
     photographs; their FOV estimated as predict.py does), so the calibration sees what inference
     feeds the network. The last convolution (the logits) and the sigmoid stay float: the probability
-    maps keep their 16-bit resolution. The metadata is
-    the float model's, with ``int8`` (JSON: the calibration photographs' names) added; it runs with
-    onnxruntime alone, like the float model.
+    maps keep their 16-bit resolution. The metadata is the float model's, with ``int8`` (JSON: the
+    calibration photographs' names) added; it runs with onnxruntime alone, like the float model.
     """
     import onnx
 
