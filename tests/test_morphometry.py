@@ -168,7 +168,8 @@ def test_y_junction_one_branch_point_three_ends_and_its_angle(angle):
     assert row["branching_angle_deg"] == pytest.approx(angle, abs=3)
 
 
-def test_a_ring_on_a_stem_is_a_closed_loop_not_scored_for_tortuosity():
+@pytest.mark.parametrize("transform", [np.asarray, np.rot90, np.transpose, lambda m: np.rot90(m, 3)])
+def test_a_ring_on_a_stem_is_a_closed_loop_not_scored_for_tortuosity(transform):
     """A segment that leaves a branch point and comes back to it (a small ring on a vessel, as a mask
     of one vessel kind often has where two vessels touch) has no chord: arc / chord is not defined for
     it, so it is not scored (the segment is kept, with its length). Scored, its arc over a chord of a
@@ -177,7 +178,7 @@ def test_a_ring_on_a_stem_is_a_closed_loop_not_scored_for_tortuosity():
     t = np.linspace(0, 2 * np.pi, 4000)
     ring = np.c_[28 + 14 * np.sin(t), 110 + 14 * np.cos(t)]
     mask = tube(np.linspace([90, 10], [90, 210], 4000), 5, shape) | tube(np.linspace([90, 110], [42, 110], 2000), 5, shape)
-    row, segs = measure(mask | tube(ring, 5, shape))
+    row, segs = measure(transform(mask | tube(ring, 5, shape)))
     closed = [s for s in segs if s.length > 60 and s.chord < 2]
     assert len(closed) == 1 and not closed[0].scored and closed[0].distance_factor is None
     assert row["distance_factor"] == pytest.approx(1.0, abs=0.03)  # the bar's two halves and the stem
