@@ -22,8 +22,14 @@ DRIVE-AV or LES-AV): colour input (--channel rgb), two outputs (vessel; artery g
 the checkpoint chosen by the mean of artery and vein F1 on the validation images:
 
     python train.py --av --dataset DRIVE-AV --out UNet_AV.pth
+
+--init fine-tunes trained weights on another set (your camera's labelled photographs, in the
+layout prepare_data.py writes), at their working scale, with their size and input:
+
+    python train.py --init UNet_AV.pth --dataset MINE --epochs 100 --lr 1e-3 --out UNet_AV_mine.pth
 """
 import argparse
+from pathlib import Path
 
 import numpy as np
 
@@ -54,6 +60,10 @@ def build_parser():
     p.add_argument("--also", nargs="+", default=[], metavar="DATASET",
                    help="also train on these datasets' training images (e.g. STARE), rescaled to DATASET's FOV scale; "
                         "the same share of each is held out for validation")
+    p.add_argument("--init", metavar="WEIGHTS.pth",
+                   help="fine-tune: start from these weights instead of random ones (e.g. UNet_AV.pth, to adapt it to "
+                        "your camera with a few labelled photographs); the network's size, its input and its "
+                        "working scale are the weights' own, every photograph is brought to that scale")
     p.add_argument("--threshold-from", metavar="REF.pth", nargs="+",
                    help="a refit (--val-count 0): store the threshold of REF.pth, the same recipe trained with "
                         "validation images, instead of 0.5 (REF's training and validation images must be this run's "
@@ -74,9 +84,37 @@ def target(sample):
     return sample.label if sample.classes is None else sample.classes
 
 
+def start_weights(path, args, parser):
+    """``--init``: the weights to fine-tune (a state dict), the preprocessing they were trained with
+    (which the new run keeps: input channels, enhancement, classes, working scale) and what the new
+    weights record of them. ``args`` takes the network's size from them; a size, input or task set on
+    the command line that differs from theirs is refused in one line."""
+    from unet import read_checkpoint
+
+    ckpt = read_checkpoint(path)
+    arch, pre = dict(ckpt["arch"]), ckpt["preprocess"]
+    if arch.pop("members", 1) != 1:
+        raise UserError(f"--init {path}: an ensemble; fine-tune one of its members")
+    theirs = {"width": arch["width"], "depth": arch["depth"], "stages": arch.get("stages", 1),
+              "enhance": pre.get("enhance"), "channel": pre.get("channel", "gray"), "av": pre.get("classes") == "av"}
+    if pre.get("method") != "whole":
+        raise UserError(f"--init {path}: weights of the patch pipeline (train_patch.py); fine-tune them there")
+    if args.av and not theirs["av"]:
+        raise UserError(f"--init {path}: a vessel model; --av fine-tunes an artery/vein model (e.g. UNet_AV.pth)")
+    for key, value in theirs.items():
+        given = getattr(args, key)
+        if given != parser.get_default(key) and given != value:
+            raise UserError(f"--init {path}: its {key} is {value}, not {given}; leave --{key} out")
+        setattr(args, key, value)
+    record = {"file": Path(path).name, "trained_on": ckpt["info"].get("trained_on")}
+    return ckpt["state_dict"], pre, ckpt["threshold"], record
+
+
 @run_main
 def main(argv=None):
-    args = parse_training_args(build_parser(), argv)
+    parser = build_parser()
+    args = parse_training_args(parser, argv)
+    init = start_weights(args.init, args, parser) if args.init else None
     if args.channel is None:
         args.channel = COLOUR if args.av else "gray"
     if args.kind_weight != 1.0 and not args.av:
@@ -91,6 +129,9 @@ def main(argv=None):
     val = [s for s in samples if s.name in val_names]
     diameter = round(float(np.median([fov_diameter(s.fov) for s in samples])), 1)
     pairs = [(to_channels(s.image, args.channel), target(s)) for s in train]  # DATASET at its native resolution
+    if init is not None:  # the scale the weights learnt at: every photograph brought to it
+        diameter = init[1]["fov_diameter"]
+        pairs = [to_scale(s, diameter, args.channel) for s in train]
     for other in args.also:
         extra = load_split(args.root, other, "train", av=args.av)
         if args.channel != "gray":
@@ -112,6 +153,8 @@ def main(argv=None):
         preprocess["classes"] = "av"  # absent: one output, vessels
     if args.detail != 1.0:
         preprocess["detail"] = args.detail
+    elif init is not None and "detail" in init[1]:
+        preprocess["detail"] = init[1]["detail"]
     look = None
     if args.augment == "camera":  # a new camera look for every draw, enhanced after it
         from training_data import CameraLook
@@ -121,6 +164,8 @@ def main(argv=None):
     else:
         images = [enhance(gray, args.enhance) for gray, _ in pairs]
     info = {"trained_on": "+".join([args.dataset, *args.also]), "train_images": train_names, "val_images": val_names}
+    if init is not None:
+        info["fine_tuned_from"] = init[3]
     threshold_from = None
     if args.threshold_from:
         if val_names:
@@ -129,7 +174,10 @@ def main(argv=None):
 
         arch = build_model(model_arch(args, preprocess)).arch
         threshold_from = refit_threshold(args.threshold_from, arch, preprocess, info, args.root)
-    fit(args, images, [label for _, label in pairs], val, preprocess, info, look, threshold_from)
+    elif init is not None and not val_names:  # fine-tuned with nothing to validate on: the start's threshold
+        threshold_from = init[2], {"file": init[3]["file"], "fine_tuned_from": True}
+    fit(args, images, [label for _, label in pairs], val, preprocess, info, look, threshold_from,
+        init=init[0] if init is not None else None)
 
 
 if __name__ == "__main__":

@@ -390,14 +390,16 @@ class StopAfterStep:
         return False
 
 
-def fit(args, images, labels, val_samples, preprocess, info, look=None, threshold_from=None):
+def fit(args, images, labels, val_samples, preprocess, info, look=None, threshold_from=None, init=None):
     """Train a U-Net on uint8 ``images`` (gray HxW, or HxWxC as ``preprocess["channel"]`` says) and
     their ``labels`` (bool; artery/vein class maps for ``preprocess["classes"]`` "av": ``TASKS``);
     returns the best validation metrics (rank 0).
 
     ``look``: a ``training_data.CameraLook`` that alters and enhances each (not yet enhanced) image.
     ``threshold_from``: with no validation images (a refit), ``(threshold, record)`` the last epoch's
-    model takes (``refit_threshold``); else 0.5."""
+    model takes (``refit_threshold``); else 0.5.
+    ``init``: the weights (a state dict) training starts from instead of random ones (fine-tuning;
+    ``train.py --init``)."""
     if args.threads:
         torch.set_num_threads(args.threads)
     tune_malloc()
@@ -413,6 +415,8 @@ def fit(args, images, labels, val_samples, preprocess, info, look=None, threshol
     accumulate = args.accumulate
     task = TASKS[preprocess.get("classes", "vessel")]
     model = build_model(model_arch(args, preprocess))
+    if init is not None:
+        model.load_state_dict(init)
     dataset = VesselDataset(images, labels, augmentation(args.augment, args.crop, tuple(args.scale)), look)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(args.epochs, 1), eta_min=args.lr * 0.01)
@@ -422,7 +426,8 @@ def fit(args, images, labels, val_samples, preprocess, info, look=None, threshol
                                                 "val_count", "val_every", "augment", "seed")}
     for key, default in (("dice_weight", 1.0), ("crop", 0), ("stages", 1), ("accumulate", 1), ("scale", [0.9, 1.1]),
                          ("also", []), ("split_seed", args.seed), ("channel", "gray"), ("fold", 0), ("ema", 0.0),
-                         ("cldice_weight", 0.0), ("skeleton_weight", 0.0), ("av", False), ("kind_weight", 1.0)):
+                         ("cldice_weight", 0.0), ("skeleton_weight", 0.0), ("av", False), ("kind_weight", 1.0),
+                         ("init", None)):
         if getattr(args, key, default) != default:  # recorded only when changed: older resume states stay valid
             run_config[key] = getattr(args, key)
     if world_size > 1:
