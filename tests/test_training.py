@@ -289,3 +289,44 @@ def test_topology_loss_terms_train_and_are_recorded_in_the_weights(tiny_dataset,
     assert "cldice_weight" not in read_checkpoint(tmp_path / "plain.pth")["info"]  # older weights stay comparable
     a, b = (read_checkpoint(tmp_path / n)["state_dict"] for n in ("plain.pth", "topo.pth"))
     assert any(not torch.equal(a[k], b[k]) for k in a)  # same seed, another loss: other weights
+
+
+def test_init_fine_tunes_the_given_weights_at_their_size_input_and_scale(tiny_dataset, tmp_path, capsys, monkeypatch):
+    """--init: training starts from the weights (not from a fresh network), keeps their architecture
+    and preprocessing, brings another camera's photographs to their working scale, and with nothing
+    to validate on keeps their threshold."""
+    import torch
+
+    import train
+    from conftest import disc_image
+    from imio import write_png
+
+    ref, out = tmp_path / "ref.pth", tmp_path / "ft.pth"
+    train.main(["--root", str(tiny_dataset), *TINY, "--out", str(ref)])
+    ref_ck = torch.load(ref, weights_only=True)
+    for i in range(1, 4):  # another "camera": the same kind of photograph, 1.5 times larger
+        img, lab, fov = disc_image(h=180, w=210, radius=75, seed=i)
+        for sub, arr in (("image", img), ("label", lab), ("mask", fov)):
+            write_png(tiny_dataset / "BIG" / "train" / sub / f"{i:02d}_training.png", arr)
+    common = ["--root", str(tiny_dataset), "--dataset", "BIG", "--init", str(ref), "--val-count", "1", "--val-every", "1"]
+    train.main([*common, "--epochs", "1", "--lr", "1e-12", "--out", str(out)])
+    ck = torch.load(out, weights_only=True)
+    assert ck["arch"] == ref_ck["arch"] and ck["arch"]["width"] == 4  # its size, not the defaults (8, 4)
+    assert ck["preprocess"] == ref_ck["preprocess"]  # its input and scale, not BIG's FOV diameter
+    assert ck["info"]["fine_tuned_from"] == {"file": "ref.pth", "trained_on": "DRIVE"}
+    convs = [k for k, v in ref_ck["state_dict"].items() if v.dim() == 4]
+    assert convs and all(torch.allclose(ck["state_dict"][k], ref_ck["state_dict"][k], atol=1e-8) for k in convs)
+
+    seen = {}
+    monkeypatch.setattr(train, "fit", lambda args, images, labels, val, pre, info, look, threshold_from, init:
+                        seen.update(shapes=[i.shape for i in images], threshold_from=threshold_from))
+    train.main([*common, "--val-count", "0", "--out", str(tmp_path / "all.pth")])
+    scale = ref_ck["preprocess"]["fov_diameter"] / 150  # BIG's FOV is 150 px across
+    assert all(abs(h - 180 * scale) <= 2 and abs(w - 210 * scale) <= 2 for h, w in seen["shapes"])
+    assert seen["threshold_from"][0] == ref_ck["threshold"]  # nothing validated: the start's threshold
+    for extra, message in ((["--width", "5"], "its width is 4, not 5; leave --width out"),
+                           (["--av"], "a vessel model; --av fine-tunes an artery/vein model")):
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exc:
+            train.main([*common, *extra, "--out", str(tmp_path / "x.pth")])
+        assert exc.value.code == 2 and message in capsys.readouterr().err
