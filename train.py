@@ -29,6 +29,7 @@ layout prepare_data.py writes), at their working scale, with their size and inpu
     python train.py --init UNet_AV.pth --dataset MINE --epochs 100 --lr 1e-3 --out UNet_AV_mine.pth
 """
 import argparse
+from collections import namedtuple
 from pathlib import Path
 
 import numpy as np
@@ -84,10 +85,13 @@ def target(sample):
     return sample.label if sample.classes is None else sample.classes
 
 
+Start = namedtuple("Start", "state_dict preprocess threshold record")
+
+
 def start_weights(path, args, parser):
-    """``--init``: the weights to fine-tune (a state dict), the preprocessing they were trained with
-    (which the new run keeps: input channels, enhancement, classes, working scale) and what the new
-    weights record of them. ``args`` takes the network's size from them; a size, input or task set on
+    """``--init``: a ``Start``: the weights to fine-tune, the preprocessing they were trained with
+    (which the new run keeps: input channels, enhancement, classes, working scale), their threshold
+    and what the new weights record of them. ``args`` takes the network's size from them; a size, input or task set on
     the command line that differs from theirs is refused in one line."""
     from unet import read_checkpoint
 
@@ -107,7 +111,7 @@ def start_weights(path, args, parser):
             raise UserError(f"--init {path}: its {key} is {value}, not {given}; leave --{key} out")
         setattr(args, key, value)
     record = {"file": Path(path).name, "trained_on": ckpt["info"].get("trained_on")}
-    return ckpt["state_dict"], pre, ckpt["threshold"], record
+    return Start(ckpt["state_dict"], pre, ckpt["threshold"], record)
 
 
 @run_main
@@ -130,7 +134,7 @@ def main(argv=None):
     diameter = round(float(np.median([fov_diameter(s.fov) for s in samples])), 1)
     pairs = [(to_channels(s.image, args.channel), target(s)) for s in train]  # DATASET at its native resolution
     if init is not None:  # the scale the weights learnt at: every photograph brought to it
-        diameter = init[1]["fov_diameter"]
+        diameter = init.preprocess["fov_diameter"]
         pairs = [to_scale(s, diameter, args.channel) for s in train]
     for other in args.also:
         extra = load_split(args.root, other, "train", av=args.av)
@@ -153,8 +157,8 @@ def main(argv=None):
         preprocess["classes"] = "av"  # absent: one output, vessels
     if args.detail != 1.0:
         preprocess["detail"] = args.detail
-    elif init is not None and "detail" in init[1]:
-        preprocess["detail"] = init[1]["detail"]
+    elif init is not None and "detail" in init.preprocess:
+        preprocess["detail"] = init.preprocess["detail"]
     look = None
     if args.augment == "camera":  # a new camera look for every draw, enhanced after it
         from training_data import CameraLook
@@ -165,7 +169,7 @@ def main(argv=None):
         images = [enhance(gray, args.enhance) for gray, _ in pairs]
     info = {"trained_on": "+".join([args.dataset, *args.also]), "train_images": train_names, "val_images": val_names}
     if init is not None:
-        info["fine_tuned_from"] = init[3]
+        info["fine_tuned_from"] = init.record
     threshold_from = None
     if args.threshold_from:
         if val_names:
@@ -175,9 +179,9 @@ def main(argv=None):
         arch = build_model(model_arch(args, preprocess)).arch
         threshold_from = refit_threshold(args.threshold_from, arch, preprocess, info, args.root)
     elif init is not None and not val_names:  # fine-tuned with nothing to validate on: the start's threshold
-        threshold_from = init[2], {"file": init[3]["file"], "fine_tuned_from": True}
+        threshold_from = init.threshold, {"file": init.record["file"], "fine_tuned_from": True}
     fit(args, images, [label for _, label in pairs], val, preprocess, info, look, threshold_from,
-        init=init[0] if init is not None else None)
+        init=init.state_dict if init is not None else None)
 
 
 if __name__ == "__main__":
