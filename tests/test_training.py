@@ -135,7 +135,7 @@ def test_also_adds_another_cameras_images_at_the_first_datasets_scale(tiny_datas
         for sub, arr in (("image", img), ("label", lab), ("mask", fov)):
             write_png(tiny_dataset / "STARE" / "train" / sub / f"{i:02d}_training.png", arr)
     seen = {}
-    monkeypatch.setattr(train, "fit", lambda args, images, labels, val, pre, info, look=None, threshold_from=None: seen.update(
+    monkeypatch.setattr(train, "fit", lambda args, images, labels, val, pre, info, look=None, threshold_from=None, init=None: seen.update(
         images=images, labels=labels, val=val, pre=pre, info=info))
     train.main(["--root", str(tiny_dataset), "--val-count", "1", "--also", "STARE"])
     drive = [s for s in load_split(tiny_dataset, "DRIVE", "train")]
@@ -154,7 +154,7 @@ def test_split_seed_keeps_the_validation_images_of_another_seed(tiny_dataset, mo
     import train
 
     seen = {}
-    monkeypatch.setattr(train, "fit", lambda args, images, labels, val, pre, info, look=None, threshold_from=None: seen.update(
+    monkeypatch.setattr(train, "fit", lambda args, images, labels, val, pre, info, look=None, threshold_from=None, init=None: seen.update(
         val=info["val_images"], seed=args.seed))
     root = ["--root", str(tiny_dataset), "--val-count", "1"]
 
@@ -173,7 +173,7 @@ def test_channel_green_trains_on_the_green_plane_and_says_so_in_the_weights(tiny
     from preprocess import clahe, to_gray
 
     seen = {}
-    monkeypatch.setattr(train, "fit", lambda args, images, labels, val, pre, info, look=None, threshold_from=None: seen.update(images=images, pre=pre))
+    monkeypatch.setattr(train, "fit", lambda args, images, labels, val, pre, info, look=None, threshold_from=None, init=None: seen.update(images=images, pre=pre))
     root = ["--root", str(tiny_dataset), "--val-count", "1"]
     samples = {s.name: s.image for s in load_split(tiny_dataset, "DRIVE", "train")}
     train.main(root)
@@ -204,7 +204,7 @@ def test_augment_camera_hands_the_unenhanced_images_and_the_enhancement_to_the_l
     from training_data import CameraLook
 
     seen = {}
-    monkeypatch.setattr(train, "fit", lambda args, images, labels, val, pre, info, look=None, threshold_from=None: seen.update(
+    monkeypatch.setattr(train, "fit", lambda args, images, labels, val, pre, info, look=None, threshold_from=None, init=None: seen.update(
         images=images, look=look))
     root = ["--root", str(tiny_dataset), "--val-count", "1"]
     grays = [to_gray(s.image) for s in load_split(tiny_dataset, "DRIVE", "train")]
