@@ -372,8 +372,8 @@ class App:
     def arteries_veins(self, path, model, tta=False):
         """-> the photograph with its arteries red and veins blue, the zone B picture (the vessels CRAE and
         CRVE are made of), a Markdown table (CRAE, CRVE, AVR; av.py), the colour map file. ``tta``: the
-        maps averaged with the flipped photograph's (about 1.7 times the time; better classes on the validation
-        photographs, README)."""
+        maps averaged with the flipped photograph's (1.4 to 1.9 times the time, measured; better classes on the
+        validation photographs, README)."""
         image = read_upload(path)
         seg = self.models.get(model, tta)
         seg.require_av(model)
@@ -814,7 +814,7 @@ def build(app):
                         "**No artery/vein model beside app.py**: train one with `python train.py --av`."))
             with gr.Row():
                 av_model = gr.Dropdown(av_names, value=av_names[0] if av_names else None, label="Artery/vein model")
-                av_tta = gr.Checkbox(False, label="Test-time augmentation (flip: about 1.7x the time, fewer mistakes)",
+                av_tta = gr.Checkbox(False, label="Test-time augmentation (flip: 1.4-1.9x the time, fewer mistakes)",
                                      elem_id="av_tta")
                 av_go = gr.Button("Arteries and veins", variant="primary", elem_id="av_go")
             av_status = gr.Markdown(elem_id="av_status")
