@@ -291,6 +291,41 @@ def zone_b_vessels(vessels, fov, disc, fov_diameter_px=None):
     return found, pieces
 
 
+def knudtson_vessels(classes, fov, disc):
+    """{ARTERY: [...], VEIN: [...]}: the vessels Knudtson's formula uses for CRAE and CRVE (the six widest
+    of each kind crossing zone B of ``disc``, as ``measure_av`` picks them), each a bool mask of its
+    pixels inside zone B, widest first."""
+    classes = np.asarray(classes)
+    out = {}
+    for k in (ARTERY, VEIN):
+        found, pieces = zone_b_vessels(classes == k, fov, disc)
+        out[k] = [pieces == n for _, n in sorted(found, reverse=True)[:KNUDTSON_COUNT]]
+    return out
+
+
+def knudtson_kind_agreement(classes, reference, fov, disc):
+    """How many of the vessels that ``classes``' CRAE and CRVE are made of (``knudtson_vessels``) have
+    that kind in a ``reference`` map (e.g. the manual annotation): {"artery": (same, other, neither),
+    "vein": (...)}. A vessel's reference kind is the majority of the reference's artery and vein pixels
+    inside it (ties: other); "neither": the reference has no artery or vein pixel there (background or
+    uncertain only)."""
+    reference = np.asarray(reference)
+    out = {}
+    for k, vessels in knudtson_vessels(classes, fov, disc).items():
+        same = other = neither = 0
+        for vessel in vessels:
+            ref = reference[vessel]
+            mine, theirs = int(np.sum(ref == k)), int(np.sum(ref == (VEIN if k == ARTERY else ARTERY)))
+            if mine + theirs == 0:
+                neither += 1
+            elif mine > theirs:
+                same += 1
+            else:
+                other += 1
+        out["artery" if k == ARTERY else "vein"] = (same, other, neither)
+    return out
+
+
 def draw_zone_b(photo, classes, fov, disc):
     """A picture of what CRAE and CRVE are made of: the photograph darkened, zone B's two circles (2
     and 3 disc radii), arteries red and veins blue (pale), and the vessels Knudtson's formula uses
@@ -303,10 +338,9 @@ def draw_zone_b(photo, classes, fov, disc):
     for k in (ARTERY, VEIN):
         rgb[classes == k] = 0.45 * np.array(COLOURS[k]) + 0.3 * rgb[classes == k]
     if disc and disc.get("disc_found"):
-        for k in (ARTERY, VEIN):
-            found, pieces = zone_b_vessels(classes == k, fov, disc)
-            used = [n for _, n in sorted(found, reverse=True)[:KNUDTSON_COUNT]]
-            rgb[np.isin(pieces, used) & (pieces > 0)] = COLOURS[k]
+        for k, vessels in knudtson_vessels(classes, fov, disc).items():
+            for vessel in vessels:
+                rgb[vessel] = COLOURS[k]
         centre = (int(round(disc["disc_x_px"])), int(round(disc["disc_y_px"])))
         thick = max(1, round(photo.shape[1] / 500))
         for m in (2, 3):

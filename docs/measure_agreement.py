@@ -20,6 +20,7 @@ CRAE, CRVE and AVR (av.py, Knudtson et al. 2003) and each measure of the arterie
 veins alone. Both are measured round the same optic disc (found by disc.py in the photograph with
 the model's vessel mask, as predict.py --av --measure does), so a difference is the classes' and
 the vessels', not the zone's. Bias here is the mean over images of (model - reference) / reference.
+Then how many of the vessels the model's CRAE and CRVE are made of have that kind in the annotation.
 """
 import argparse
 import os
@@ -134,18 +135,23 @@ def av_agreement(dataset, data, seg, weights):
     """The artery/vein measures of the model's classes against the manual annotation's (module docstring)."""
     import tempfile
 
-    from av import read_classes
+    from av import knudtson_kind_agreement, read_classes
     from disc import find_disc
 
     rows = {"reference": [], "model": []}
+    used = {"artery": np.zeros(3, int), "vein": np.zeros(3, int)}
     tmp = Path(tempfile.mkdtemp())
     for name, photo, fov_file, first, _ in items(dataset, data):
         image = read_image(photo)
         fov = read_mask(fov_file)
         _, mask, _, classes = seg.segment_av(image, fov)
         disc = find_disc(image, mask, fov)
-        for k, c in (("reference", read_classes(read_image(first))), ("model", classes)):
+        manual = read_classes(read_image(first))
+        for k, c in (("reference", manual), ("model", classes)):
             rows[k].append(measure_and_write(name, c > 0, tmp, fov=fov, photo=image, disc=disc, av_classes=c))
+        if disc.get("disc_found"):
+            for kind, counts in knudtson_kind_agreement(classes, manual, fov, disc).items():
+                used[kind] += counts
     found = sum(bool(r["disc_found"]) for r in rows["model"])
     print(f"{dataset} test: {len(rows['model'])} images ({found} with a disc found), model {weights}\n")
     print("| measure | reference mean | model mean | model bias | r | images with both |")
@@ -153,6 +159,14 @@ def av_agreement(dataset, data, seg, weights):
     for m in AV_MEASURES:
         mean, bias, r, n = compare(rows["reference"], rows["model"], m)
         print(f"| {m} | {np.nanmean(values(rows['reference'], m)):.4g} | {mean:.4g} | {bias:+.1f} % | {r:.2f} | {n} |")
+    print("\nThe vessels the model's CRAE and CRVE are made of (the six widest of each kind crossing zone B, all "
+          "photographs), by their kind in the manual annotation (av.knudtson_kind_agreement):\n")
+    print("| model's vessels | count | same kind | the other kind | neither (background or uncertain) |")
+    print("|---|---|---|---|---|")
+    for kind, (same, other, neither) in used.items():
+        n = same + other + neither
+        print(f"| {kind} (for {'CRAE' if kind == 'artery' else 'CRVE'}) | {n} | {same} ({same / max(n, 1):.1%}) | "
+              f"{other} ({other / max(n, 1):.1%}) | {neither} ({neither / max(n, 1):.1%}) |")
 
 
 if __name__ == "__main__":

@@ -139,6 +139,25 @@ def test_a_vessel_branching_in_zone_b_counts_once_with_its_trunk_and_uncertain_p
     assert row["avr"] is None
 
 
+def test_the_vessels_crae_and_crve_use_and_whether_a_reference_gives_them_the_same_kind():
+    arteries, veins = [4, 5, 6, 7, 8, 9, 3], [6, 7, 8, 9, 10, 11]
+    classes, fov = radial_map(arteries, veins)
+    used = av.knudtson_vessels(classes, fov, DISC)
+    assert len(used[av.ARTERY]) == 6 and len(used[av.VEIN]) == 6
+    narrowest, widest = np.zeros_like(fov), np.zeros_like(fov)
+    bar(narrowest, True, 30 * 6, 3)
+    bar(widest, True, 30 * 5, 9)
+    assert not any((v & narrowest).any() for v in used[av.ARTERY])  # the 3 px artery is not used
+    assert used[av.ARTERY][0].any() and not (used[av.ARTERY][0] & ~widest).any()  # the 9 px one first
+    assert all((classes[v] == av.ARTERY).all() for v in used[av.ARTERY])
+    assert av.knudtson_kind_agreement(classes, classes, fov, DISC) == {"artery": (6, 0, 0), "vein": (6, 0, 0)}
+    reference = classes.copy()
+    reference[widest] = av.VEIN  # the annotator calls the widest artery a vein,
+    bar(reference, av.UNCERTAIN, 30 * 5 + 15, 11)  # cannot tell the widest vein,
+    bar(reference, av.ARTERY, 30 * 4 + 15, 10, r0=60, r1=70)  # and calls a third of the next one an artery
+    assert av.knudtson_kind_agreement(classes, reference, fov, DISC) == {"artery": (5, 1, 0), "vein": (5, 0, 1)}
+
+
 def test_without_a_disc_there_is_no_zone_b_and_no_number():
     classes, fov = radial_map([5] * 6, [8] * 6)
     row = av.measure_av(classes, fov, {"disc_found": False, "disc_note": "no clear disc"})
