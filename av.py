@@ -292,14 +292,17 @@ def zone_b_vessels(vessels, fov, disc, fov_diameter_px=None):
 
 
 def knudtson_vessels(classes, fov, disc):
-    """{ARTERY: [...], VEIN: [...]}: the vessels Knudtson's formula uses for CRAE and CRVE (the six widest
-    of each kind crossing zone B of ``disc``, as ``measure_av`` picks them), each a bool mask of its
-    pixels inside zone B, widest first."""
+    """{ARTERY: ranks, VEIN: ranks}: the vessels Knudtson's formula uses for CRAE and CRVE (the six widest
+    of each kind crossing zone B of ``disc``, as ``measure_av`` picks them). ``ranks`` is a uint8 image:
+    1 on the widest vessel's pixels inside zone B, 2 on the next, ... up to 6; 0 elsewhere."""
     classes = np.asarray(classes)
     out = {}
     for k in (ARTERY, VEIN):
         found, pieces = zone_b_vessels(classes == k, fov, disc)
-        out[k] = [pieces == n for _, n in sorted(found, reverse=True)[:KNUDTSON_COUNT]]
+        ranks = np.zeros(classes.shape, np.uint8)
+        for rank, (_, n) in enumerate(sorted(found, reverse=True)[:KNUDTSON_COUNT], 1):
+            ranks[pieces == n] = rank
+        out[k] = ranks
     return out
 
 
@@ -311,10 +314,10 @@ def knudtson_kind_agreement(classes, reference, fov, disc):
     uncertain only)."""
     reference = np.asarray(reference)
     out = {}
-    for k, vessels in knudtson_vessels(classes, fov, disc).items():
+    for k, ranks in knudtson_vessels(classes, fov, disc).items():
         same = other = neither = 0
-        for vessel in vessels:
-            ref = reference[vessel]
+        for rank in range(1, int(ranks.max()) + 1):
+            ref = reference[ranks == rank]
             mine, theirs = int(np.sum(ref == k)), int(np.sum(ref == (VEIN if k == ARTERY else ARTERY)))
             if mine + theirs == 0:
                 neither += 1
@@ -338,9 +341,8 @@ def draw_zone_b(photo, classes, fov, disc):
     for k in (ARTERY, VEIN):
         rgb[classes == k] = 0.45 * np.array(COLOURS[k]) + 0.3 * rgb[classes == k]
     if disc and disc.get("disc_found"):
-        for k, vessels in knudtson_vessels(classes, fov, disc).items():
-            for vessel in vessels:
-                rgb[vessel] = COLOURS[k]
+        for k, ranks in knudtson_vessels(classes, fov, disc).items():
+            rgb[ranks > 0] = COLOURS[k]
         centre = (int(round(disc["disc_x_px"])), int(round(disc["disc_y_px"])))
         thick = max(1, round(photo.shape[1] / 500))
         for m in (2, 3):
