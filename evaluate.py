@@ -24,7 +24,8 @@ With --av (an artery/vein model, or --pred maps with NAME_av.png beside them; a 
 labels, prepare_data.py --dataset DRIVE-AV or LES-AV), arteries and veins are scored as well (av.py:
 per class F1, sensitivity and specificity over the FOV with uncertain pixels left out, the vessel F1
 of the union, the classification accuracy on the annotated artery/vein pixels the model finds and on
-the annotation's centreline; pixels pooled): OUT/av_per_image.csv and "av" in summary.json.
+the annotation's centreline; pixels pooled): OUT/av_per_image.csv and "av" in summary.json, with a
+95 % interval of the F1s and the accuracy over the photographs (a bootstrap: av.av_interval).
 
     python evaluate.py --dataset DRIVE-AV --weights UNet_AV.onnx --av
 """
@@ -164,15 +165,17 @@ def av_labels(root, datasets, split, samples):
 
 
 def av_evaluate(samples, classes):
-    """Pooled artery/vein scores (av.av_scores) of the class maps ``classes``, and one row per image."""
+    """Pooled artery/vein scores (av.av_scores) of the class maps ``classes``, one row per image, and
+    each image's counts (av.av_counts: what av.av_interval resamples)."""
     from av import add_counts, av_counts, av_scores
 
-    total, rows = None, []
+    total, rows, per_image = None, [], []
     for s, c in zip(samples, classes):
         counts = av_counts(s.classes, c, s.fov)
         total = add_counts(total, counts)
+        per_image.append(counts)
         rows.append({"image": s.name, **{k: _round(v) for k, v in av_scores(counts).items()}})
-    return av_scores(total), rows
+    return av_scores(total), rows, per_image
 
 
 def read_av_map(folder, name, shape):
@@ -285,7 +288,10 @@ def main(argv=None):
     write_csv(out / "per_image.csv", rows + human_rows, ["image", "rater"] + ORDER + TOPOLOGY)
     av_summary = None
     if args.av:
-        av_summary, av_rows = av_evaluate(samples, classes)
+        from av import av_interval
+
+        av_summary, av_rows, av_each = av_evaluate(samples, classes)
+        av_range = av_interval(av_each)
         write_csv(out / "av_per_image.csv", av_rows, ["image"] + AV_ORDER)
     keep = ORDER + TOPOLOGY
     report = {"dataset": args.dataset, "split": args.split, "images": len(samples), "source": source,
@@ -296,6 +302,7 @@ def main(argv=None):
     if av_summary is not None:
         report["av"] = {k: _round(av_summary[k]) for k in AV_ORDER}
         report["av_classified"] = "pixel by pixel" if args.av_pixels else "segment by segment"
+        report["av_interval_95"] = {k: None if v is None else [round(v[0], 4), round(v[1], 4)] for k, v in av_range.items()}
     atomic_replace(out / "summary.json", lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2)), suffix=".json")
     save_curves(y, pp, out, f"{args.dataset} {args.split}: {Path(source.rstrip('/')).stem}", summary)
 
@@ -311,6 +318,8 @@ def main(argv=None):
     if av_summary is not None:
         table("arteries and veins (uncertain pixels left out; accuracy on the annotated artery/vein pixels found)",
               [(Path(source).stem, av_summary)], AV_ORDER, lambda v: "-" if v is None else f"{v:.4f}")
+        print("95 % interval over the photographs (bootstrap, photographs resampled and pooled again): " + "; ".join(
+            f"{k} {'-' if v is None else f'{v[0]:.3f}-{v[1]:.3f}'}" for k, v in av_range.items()))
     print(f"wrote {out}/per_image.csv, summary.json, roc.png, pr.png" + (", av_per_image.csv" if args.av else ""))
 
 

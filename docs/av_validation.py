@@ -40,7 +40,7 @@ def main(argv=None):
         seg = Segmenter.from_file(path, flip=flip)
         for vote in (False, True):
             classes = [seg.segment_av(s.image, s.fov, vote=vote)[3] for s in samples]
-            sc, _ = av_evaluate(samples, classes)
+            sc, _, _ = av_evaluate(samples, classes)
             print(f"| {Path(path).stem} | {'vote' if vote else 'pixels'}{' + flip' if flip else ''} | " +
                   " | ".join(f"{sc[k]:.4f}" for k in KEYS) + f" | {(sc['artery_f1'] + sc['vein_f1']) / 2:.4f} |")
 

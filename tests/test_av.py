@@ -73,6 +73,25 @@ def test_a_file_that_is_not_an_av_label_is_refused_with_its_values(bad):
         av.check_av_label(bad, "x.png")
 
 
+def counts(artery_tp, artery_fn, found=(10, 10)):
+    """One photograph's av_counts: arteries as given (no false positives), veins and vessels perfect."""
+    return {"artery": np.array([artery_tp, 0, artery_fn, 1000]), "vein": np.array([100, 0, 0, 1000]),
+            "vessel": np.array([200, 0, 0, 1000]), "found": np.array(found), "centreline": np.array(found)}
+
+
+def test_the_interval_over_photographs_is_a_bootstrap_of_the_pooled_scores():
+    same = av.av_interval([counts(60, 40)] * 6)  # alike photographs: no spread, the one value
+    f1 = 2 * 60 / (2 * 60 + 40)
+    assert same["artery_f1"] == pytest.approx((f1, f1)) and same["vein_f1"] == pytest.approx((1.0, 1.0))
+    mixed = [counts(100, 0)] * 5 + [counts(0, 100)] * 5  # half found every artery, half none
+    pooled = av.av_scores({k: sum(c[k] for c in mixed) for k in mixed[0]})["artery_f1"]  # 2/3
+    low, high = av.av_interval(mixed)["artery_f1"]
+    assert 0.3 < low < pooled - 0.1 and pooled + 0.05 < high < 0.95  # resampling the 10 photographs
+    assert av.av_interval(mixed, seed=1)["artery_f1"] == pytest.approx((low, high), abs=0.05)  # not one draw's
+    assert av.av_interval([counts(1, 1, found=(0, 0))] * 3)["accuracy_found"] is None  # nothing found: no score
+    assert av.av_interval([counts(60, 40)]) == dict.fromkeys(av.INTERVAL_KEYS)  # one photograph: no interval
+
+
 def test_knudtson_pairs_widest_with_narrowest_and_carries_the_middle():
     w = [10, 12, 14, 16, 18, 20, 5]  # seven: the six widest are used, 5 is dropped
     r1 = [0.88 * math.sqrt(20 ** 2 + 10 ** 2), 0.88 * math.sqrt(18 ** 2 + 12 ** 2), 0.88 * math.sqrt(16 ** 2 + 14 ** 2)]

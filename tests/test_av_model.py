@@ -198,9 +198,13 @@ def test_evaluate_av_scores_the_model_and_a_folder_of_its_maps_alike(av_model, a
 
     common = ["--root", str(av_dataset), "--dataset", "DRIVE-AV", "--av"]
     evaluate.main([*common, "--weights", str(av_model), "--out", str(tmp_path / "e1")])
-    s1 = json.loads((tmp_path / "e1" / "summary.json").read_text())["av"]
+    report = json.loads((tmp_path / "e1" / "summary.json").read_text())
+    s1 = report["av"]
     rows = list(csv.DictReader(open(tmp_path / "e1" / "av_per_image.csv")))
     assert len(rows) == 2 and set(evaluate.AV_ORDER) <= set(s1)
+    for key, span in report["av_interval_95"].items():  # two photographs: an interval between the two alone
+        alone = sorted(float(r[key]) for r in rows)
+        assert span is None or alone[0] - 1e-3 <= span[0] <= s1[key] <= span[1] <= alone[1] + 1e-3
     # the same scores from the files predict.py --av writes (the FOV masks given, as evaluate uses)
     from dataset import load_split
     from inference import Segmenter
