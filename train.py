@@ -131,9 +131,10 @@ def main(argv=None):
     train_names, val_names = split_validation([s.name for s in samples], args.val_count, args.split_seed, args.fold)
     train = [s for s in samples if s.name in train_names]
     val = [s for s in samples if s.name in val_names]
-    diameter = round(float(np.median([fov_diameter(s.fov) for s in samples])), 1)
-    pairs = [(to_channels(s.image, args.channel), target(s)) for s in train]  # DATASET at its native resolution
-    if init is not None:  # the scale the weights learnt at: every photograph brought to it
+    if init is None:  # DATASET at its native resolution
+        diameter = round(float(np.median([fov_diameter(s.fov) for s in samples])), 1)
+        pairs = [(to_channels(s.image, args.channel), target(s)) for s in train]
+    else:  # the scale the weights learnt at: every photograph brought to it
         diameter = init.preprocess["fov_diameter"]
         pairs = [to_scale(s, diameter, args.channel) for s in train]
     for other in args.also:
