@@ -27,6 +27,11 @@ the checkpoint chosen by the mean of artery and vein F1 on the validation images
 layout prepare_data.py writes), at their working scale, with their size and input:
 
     python train.py --init UNet_AV.pth --dataset MINE --epochs 100 --lr 1e-3 --out UNet_AV_mine.pth
+
+With a larger --width, --init grows the weights into a wider network that starts out computing
+exactly what they do (unet.load_grown) and trains on from there:
+
+    python train.py --init UNet_AV.pth --width 12 --dataset DRIVE-AV --also LES-AV --epochs 150 --lr 1e-3 --out wide.pth
 """
 import argparse
 from collections import namedtuple
@@ -64,7 +69,8 @@ def build_parser():
     p.add_argument("--init", metavar="WEIGHTS.pth",
                    help="fine-tune: start from these weights instead of random ones (e.g. UNet_AV.pth, to adapt it to "
                         "your camera with a few labelled photographs); the network's size, its input and its "
-                        "working scale are the weights' own, every photograph is brought to that scale")
+                        "working scale are the weights' own, every photograph is brought to that scale; a larger "
+                        "--width grows them into a wider network that starts out computing what they do")
     p.add_argument("--threshold-from", metavar="REF.pth", nargs="+",
                    help="a refit (--val-count 0): store the threshold of REF.pth, the same recipe trained with "
                         "validation images, instead of 0.5 (REF's training and validation images must be this run's "
@@ -105,12 +111,18 @@ def start_weights(path, args, parser):
         raise UserError(f"--init {path}: weights of the patch pipeline (train_patch.py); fine-tune them there")
     if args.av and not theirs["av"]:
         raise UserError(f"--init {path}: a vessel model; --av fine-tunes an artery/vein model (e.g. UNet_AV.pth)")
+    grow = args.width != parser.get_default("width") and args.width > theirs["width"] and theirs["stages"] == 1
+    if grow:  # a wider network grown from theirs (unet.load_grown)
+        theirs["width"] = args.width
     for key, value in theirs.items():
         given = getattr(args, key)
         if given != parser.get_default(key) and given != value:
-            raise UserError(f"--init {path}: its {key} is {value}, not {given}; leave --{key} out")
+            raise UserError(f"--init {path}: its {key} is {value}, not {given}; leave --{key} out"
+                            + (" or make it wider" if key == "width" else ""))
         setattr(args, key, value)
     record = {"file": Path(path).name, "trained_on": ckpt["info"].get("trained_on")}
+    if grow:
+        record["grown_from_width"] = arch["width"]
     return Start(ckpt["state_dict"], pre, ckpt["threshold"], record)
 
 

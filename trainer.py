@@ -44,7 +44,7 @@ from inference import Segmenter
 from losses import ArteryVeinLoss, CEDiceLoss
 from metrics import best_threshold, pooled
 from preprocess import input_channels
-from unet import build_model, checkpoint_dict, count_parameters, save_checkpoint, tune_malloc
+from unet import build_model, checkpoint_dict, count_parameters, load_grown, save_checkpoint, tune_malloc
 
 LOG_FIELDS = ["epoch", "train_loss", "val_f1", "val_auc", "val_threshold", "lr", "seconds"]
 
@@ -416,7 +416,7 @@ def fit(args, images, labels, val_samples, preprocess, info, look=None, threshol
     task = TASKS[preprocess.get("classes", "vessel")]
     model = build_model(model_arch(args, preprocess))
     if init is not None:
-        model.load_state_dict(init)
+        load_grown(model, init)  # the same network, or a wider one grown from it (train.py --init --width)
     dataset = VesselDataset(images, labels, augmentation(args.augment, args.crop, tuple(args.scale)), look)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(args.epochs, 1), eta_min=args.lr * 0.01)

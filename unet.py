@@ -156,6 +156,47 @@ def build_model(arch):
     return UNet(**arch) if stages == 1 else WNet(stages=stages, **arch)
 
 
+def load_grown(model, state_dict):
+    """Load ``state_dict`` into ``model``; if it is a narrower U-Net of the same design (``width``
+    smaller, all else equal), grow it: every layer's first channels are the narrow network's, the
+    added channels keep ``model``'s fresh initialisation, and every weight that reads an added channel
+    starts at zero. The grown network computes exactly what the narrow one did, and training teaches
+    it to use the added channels (the zero weights get gradients from the start). This is the "zero
+    the consumers" way of widening a trained network (compare Net2WiderNet, Chen et al. 2016, which
+    copies channels instead)."""
+    mine = model.state_dict()
+    if all(mine[k].shape == v.shape for k, v in state_dict.items() if k in mine) and mine.keys() == state_dict.keys():
+        model.load_state_dict(state_dict)
+        return
+    if not isinstance(model, UNet) or mine.keys() != state_dict.keys():
+        raise UserError("these weights are not a narrower network of the same design; only a U-Net's width can grow")
+    readers = {}  # weight name -> (its input-channel dim, how many concatenated blocks that input has)
+    for name, module in model.named_modules():
+        if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+            readers.setdefault(f"{name}.weight", (0 if isinstance(module, nn.ConvTranspose2d) else 1, 1))
+        elif isinstance(module, Up):  # (named before its own convolutions)
+            readers[f"{name}.conv.0.weight"] = (1, 2)  # reads [skip, upsampled], concatenated
+    grown = {}
+    for key, new in mine.items():
+        old = state_dict[key]
+        if old.dim() != new.dim() or any(o > n for o, n in zip(old.shape, new.shape)):
+            raise UserError(f"these weights are wider than the network at {key}; only a U-Net's width can grow")
+        out = new.clone()
+        in_dim, blocks = readers.get(key, (None, 1))
+        out_dim = None if in_dim is None else 1 - in_dim
+        if in_dim is not None:  # the old channels read no added channel (added ones read everything)
+            out.narrow(out_dim, 0, old.shape[out_dim]).zero_()
+        for b in range(blocks):  # the old tensor, block by block along the input dim
+            src, dst = [], []
+            for d, (o, n) in enumerate(zip(old.shape, new.shape)):
+                ob, nb = (o // blocks, n // blocks) if d == in_dim else (o, n)
+                src.append(slice(b * ob, (b + 1) * ob) if d == in_dim else slice(0, o))
+                dst.append(slice(b * nb, b * nb + ob) if d == in_dim else slice(0, o))
+            out[tuple(dst)] = old[tuple(src)]
+        grown[key] = out
+    model.load_state_dict(grown)
+
+
 def fuse_for_inference(model):
     """Fold every BatchNorm into the convolution before it and store weights channels-last
     (same arithmetic, fewer passes over memory: ~25 % faster on a CPU). Only for inference; the
