@@ -7,7 +7,7 @@ import torch
 from cli import UserError
 from conftest import REPO
 from losses import CEDiceLoss, soft_dice_loss
-from unet import UNet, checkpoint_dict, count_parameters, load_model, save_checkpoint
+from unet import UNet, WNet, checkpoint_dict, count_parameters, load_grown, load_model, save_checkpoint
 
 
 @pytest.mark.parametrize("h,w", [(64, 64), (65, 77), (101, 33), (584, 565)])
@@ -31,6 +31,53 @@ def test_dice_has_a_gradient_and_is_zero_for_perfect_prediction():
     perfect = (target * 40 - 20)
     assert soft_dice_loss(perfect, target).item() < 1e-3
     assert soft_dice_loss(-perfect, target).item() > 0.9
+
+
+@pytest.mark.parametrize("out_channels", [1, 2])
+def test_a_grown_network_computes_what_the_narrow_one_did_and_learns_with_its_added_channels(out_channels):
+    """unet.load_grown: width 4 -> 6 (an odd growth: the added channels are not a multiple), depth 3.
+    Same output in eval and train mode (batch statistics of the old channels untouched), the
+    weights by which old channels read added ones are zero yet get gradients, and the added
+    channels are alive (their own weights get gradients too)."""
+    torch.manual_seed(0)
+    narrow = UNet(in_channels=3, width=4, depth=3, out_channels=out_channels)
+    with torch.no_grad():  # trained-looking BatchNorm statistics, so that eval mode is tested too
+        for m in narrow.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5), m.running_var.uniform_(0.5, 2), m.weight.uniform_(0.5, 1.5)
+    wide = UNet(in_channels=3, width=6, depth=3, out_channels=out_channels)
+    load_grown(wide, narrow.state_dict())
+    x = torch.randn(2, 3, 40, 44)
+    for mode in ("eval", "train"):
+        narrow.train(mode == "train"), wide.train(mode == "train")
+        with torch.no_grad():
+            assert torch.allclose(narrow(x), wide(x), atol=1e-5), mode
+    readers = wide.ups[-1].conv[0].weight  # reads [skip (6), upsampled (6)]: old ones at 0:4 and 6:10
+    assert torch.equal(readers[:4, 4:6], torch.zeros_like(readers[:4, 4:6]))
+    assert torch.equal(readers[:4, 10:], torch.zeros_like(readers[:4, 10:]))
+    assert torch.equal(readers[:4, 6:10], narrow.ups[-1].conv[0].weight[:, 4:8])
+    wide.train()
+    wide(x).square().mean().backward()
+    assert readers.grad[:4, 4:6].abs().sum() > 0 and readers.grad[:4, 10:].abs().sum() > 0
+    assert wide.outc.weight.grad[:, 4:].abs().sum() > 0
+    assert wide.inc[0].weight.grad[4:].abs().sum() == 0  # nothing reads them yet: no gradient on the first step
+    torch.optim.SGD(wide.parameters(), lr=0.1).step()
+    wide.zero_grad()
+    wide(x).square().mean().backward()
+    assert wide.inc[0].weight.grad[4:].abs().sum() > 0  # from the second step the added channels learn too
+
+
+def test_only_a_unet_grows_and_only_wider():
+    narrow, wide = UNet(width=4, depth=3), UNet(width=6, depth=3)
+    with pytest.raises(UserError, match="wider than the network"):
+        load_grown(narrow, wide.state_dict())
+    with pytest.raises(UserError, match="only a U-Net's width can grow"):
+        load_grown(UNet(width=6, depth=4), narrow.state_dict())  # another depth: other layers
+    with pytest.raises(UserError, match="only a U-Net's width can grow"):
+        load_grown(WNet(width=6, depth=3), WNet(width=4, depth=3).state_dict())
+    same = UNet(width=4, depth=3)
+    load_grown(same, narrow.state_dict())  # the same size: a plain load
+    assert all(torch.equal(a, b) for a, b in zip(same.state_dict().values(), narrow.state_dict().values()))
 
 
 def test_checkpoint_round_trip_and_errors(tmp_path):

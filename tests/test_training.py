@@ -324,9 +324,31 @@ def test_init_fine_tunes_the_given_weights_at_their_size_input_and_scale(tiny_da
     scale = ref_ck["preprocess"]["fov_diameter"] / 150  # BIG's FOV is 150 px across
     assert all(abs(h - 180 * scale) <= 2 and abs(w - 210 * scale) <= 2 for h, w in seen["shapes"])
     assert seen["threshold_from"][0] == ref_ck["threshold"]  # nothing validated: the start's threshold
-    for extra, message in ((["--width", "5"], "its width is 4, not 5; leave --width out"),
+    for extra, message in ((["--width", "3"], "its width is 4, not 3; leave --width out or make it wider"),
                            (["--av"], "a vessel model; --av fine-tunes an artery/vein model")):
         capsys.readouterr()
         with pytest.raises(SystemExit) as exc:
             train.main([*common, *extra, "--out", str(tmp_path / "x.pth")])
         assert exc.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_init_with_a_larger_width_grows_the_weights_and_starts_where_they_were(tiny_dataset, tmp_path):
+    """train.py --init W.pth --width 6 (W is width 4): a width-6 network that, before it has learnt
+    anything (lr 1e-12), computes what W computes; the weights record what they grew from."""
+    import torch
+
+    import train
+    from unet import build_model
+
+    ref, out = tmp_path / "ref.pth", tmp_path / "wide.pth"
+    train.main(["--root", str(tiny_dataset), *TINY, "--out", str(ref)])
+    train.main(["--root", str(tiny_dataset), "--init", str(ref), "--width", "6", "--epochs", "1", "--lr", "1e-12",
+                "--val-count", "1", "--val-every", "1", "--batch-size", "2", "--out", str(out)])
+    ck, ref_ck = torch.load(out, weights_only=True), torch.load(ref, weights_only=True)
+    assert ck["arch"] == {**ref_ck["arch"], "width": 6}
+    assert ck["info"]["fine_tuned_from"]["grown_from_width"] == 4
+    narrow, wide = build_model(ref_ck["arch"]), build_model(ck["arch"])
+    narrow.load_state_dict(ref_ck["state_dict"]), wide.load_state_dict(ck["state_dict"])
+    x = torch.randn(2, 1, 48, 48)
+    with torch.no_grad():  # in training mode: batch statistics (the epoch moved the running ones)
+        assert torch.allclose(narrow.train()(x), wide.train()(x), atol=1e-4)
