@@ -240,28 +240,11 @@ def av_interval(per_image, keys=INTERVAL_KEYS, level=0.95, n_resamples=2000, see
     """How far the pooled scores could move with other photographs of the same kind: for each of ``keys``
     (``av_scores`` names), the percentile bootstrap interval at ``level`` over the photographs
     (``per_image``: each image's ``av_counts``), resampled with replacement and pooled again
-    (``scipy.stats.bootstrap``; Efron & Tibshirani 1993). The photographs, not the pixels, are the unit:
-    a set of 20 says little more than 20 draws. {key: (low, high)}; None for a key with no value in a
-    resample (no annotated pixel found), and for every key with fewer than two photographs."""
-    import warnings
+    (``metrics.interval_over_images``). {key: (low, high)}; None for a key with no value in a resample
+    (no annotated pixel found), and for every key with fewer than two photographs."""
+    from metrics import interval_over_images
 
-    from scipy.stats import DegenerateDataWarning, bootstrap
-
-    if len(per_image) < 2:
-        return dict.fromkeys(keys)
-    stacked = {k: np.stack([c[k] for c in per_image]) for k in per_image[0]}
-
-    def scores(idx):
-        pooled = av_scores({k: v[idx].sum(axis=0) for k, v in stacked.items()})
-        return np.array([np.nan if pooled[k] is None else pooled[k] for k in keys])
-
-    with warnings.catch_warnings():  # alike photographs: every resample the same, which scipy warns of
-        warnings.simplefilter("ignore", DegenerateDataWarning)
-        res = bootstrap((np.arange(len(per_image)),), scores, vectorized=False, n_resamples=n_resamples,
-                        confidence_level=level, method="percentile", random_state=seed)
-    low, high = np.atleast_1d(res.confidence_interval.low), np.atleast_1d(res.confidence_interval.high)
-    return {k: None if not (np.isfinite(lo) and np.isfinite(hi)) else (float(lo), float(hi))
-            for k, lo, hi in zip(keys, low, high)}
+    return interval_over_images(per_image, av_scores, keys, level, n_resamples, seed)
 
 
 def knudtson(widths, kind):

@@ -8,7 +8,9 @@
 Under ``torchrun --nproc_per_node=N evaluate.py ...`` the test images are split across the
 processes and rank 0 gathers the maps and computes the pooled metrics. Every test image is
 segmented with the weights' own method and preprocessing. Metrics are computed inside the FOV (DATASET/test/mask) with pixels pooled over all test images: AUC-ROC,
-AUC-PR, F1 (= Dice), accuracy, sensitivity, specificity, MCC, IoU. The binarisation threshold is
+AUC-PR, F1 (= Dice), accuracy, sensitivity, specificity, MCC, IoU; for F1, sensitivity, specificity and
+accuracy also a 95 % interval over the images (the percentile bootstrap, the images resampled with
+replacement and their pixels pooled again: metrics.vessel_interval). The binarisation threshold is
 the one stored in the weights (chosen on validation images from the training set); nothing is
 chosen on the test set. The second observer (DATASET/test/label2) is scored against the first
 as the human reference. Writes OUT/per_image.csv, OUT/summary.json, OUT/roc.png, OUT/pr.png.
@@ -41,12 +43,13 @@ import distributed
 from cli import UserError, add_dataset_args, bounded, run_main, writable_dir
 from dataset import load_sample, pair_files, read_av_label, split_dir
 from imio import atomic_replace, read_mask, read_probability, write_csv
-from metrics import all_metrics, binary_metrics, pooled
+from metrics import all_metrics, binary_metrics, confusion, counts_metrics, pooled, vessel_interval
 from postprocess import add_postprocess_args, vessel_mask
 from preprocess import fov_diameter
 import topology
 
 ORDER = ["auc_roc", "auc_pr", "f1", "accuracy", "sensitivity", "specificity", "mcc", "iou"]
+COUNTS = ["tp", "fp", "fn", "tn"]  # each image's confusion counts inside its FOV (per_image.csv: pool them again)
 TOPOLOGY = topology.COLUMNS
 MODEL, HUMAN = "model", "second observer"
 
@@ -104,7 +107,8 @@ def evaluate(samples, probs, threshold, bridge=False, min_fragment=0, thin=0.0):
     for s, p in zip(samples, probs):
         mask = vessel_mask(p, threshold, fov_diameter(s.fov), bridge, min_fragment, thin=thin)
         m = all_metrics(s.label[s.fov], p[s.fov], threshold, mask[s.fov])
-        rows.append({"image": s.name, "rater": MODEL, **{k: round(m[k], 5) for k in ORDER}})
+        rows.append({"image": s.name, "rater": MODEL, **{k: round(m[k], 5) for k in ORDER},
+                     **dict(zip(COUNTS, confusion(s.label[s.fov], mask[s.fov])))})
         masks.append(mask)
     top_rows, top = topology_scores(samples, masks, MODEL)
     rows = [{**r, **t} for r, t in zip(rows, top_rows)]
@@ -126,8 +130,9 @@ def human_reference(root, dataset, samples):
         masks.append(read_mask(path))
     rows = []
     for s, m in zip(samples, masks):
-        b = binary_metrics(s.label[s.fov], m[s.fov])
-        rows.append({"image": s.name, "rater": HUMAN, **{k: round(b[k], 5) for k in ORDER[2:]}})
+        c = confusion(s.label[s.fov], m[s.fov])
+        b = counts_metrics(*c)
+        rows.append({"image": s.name, "rater": HUMAN, **{k: round(b[k], 5) for k in ORDER[2:]}, **dict(zip(COUNTS, c))})
     top_rows, top = topology_scores(samples, masks, HUMAN)
     y, pred = pooled([(s.label, m, s.fov) for s, m in zip(samples, masks)])
     return {**binary_metrics(y, pred), **top}, [{**r, **t} for r, t in zip(rows, top_rows)]
@@ -285,7 +290,8 @@ def main(argv=None):
     if human:
         human, human_rows = human
 
-    write_csv(out / "per_image.csv", rows + human_rows, ["image", "rater"] + ORDER + TOPOLOGY)
+    write_csv(out / "per_image.csv", rows + human_rows, ["image", "rater"] + ORDER + TOPOLOGY + COUNTS)
+    vessel_range = vessel_interval([{"confusion": [r[k] for k in COUNTS]} for r in rows])
     av_summary = None
     if args.av:
         from av import av_interval
@@ -297,6 +303,7 @@ def main(argv=None):
     report = {"dataset": args.dataset, "split": args.split, "images": len(samples), "source": source,
               "method": method, "threshold": threshold, "tree": args.tree, "bridge": args.bridge, "thin_vessels": args.thin_vessels, "min_fragment": args.min_fragment, "tta": args.tta, "detail": detail, "seconds": round(seconds, 2),
               "metrics": {k: None if summary[k] is None else round(summary[k], 4) for k in keep},
+              "interval_95": {k: None if v is None else [round(v[0], 4), round(v[1], 4)] for k, v in vessel_range.items()},
               "second_observer": {k: None if v is None else round(v, 4) for k, v in human.items()} if human else None,
               "topology": topology.__doc__.split("\n\n")[1].replace("\n", " ")}
     if av_summary is not None:
@@ -313,6 +320,8 @@ def main(argv=None):
           f"{tidy}")
     named = [(Path(source).stem, summary)] + ([(HUMAN, human)] if human else [])
     table("pixels", named, ORDER, lambda v: "-" if v is None else f"{v:.4f}")
+    print(f"95 % interval of {Path(source).stem} over the images (bootstrap, images resampled and pooled again): "
+          + "; ".join(f"{k} {'-' if v is None else f'{v[0]:.3f}-{v[1]:.3f}'}" for k, v in vessel_range.items()))
     table("topology (per image on the whole FOV; counts pooled, Betti errors averaged over the images)", named, TOPOLOGY,
           lambda v: "-" if v is None else f"{v:.4f}")
     if av_summary is not None:

@@ -4,7 +4,7 @@ import pytest
 
 from dataset import Sample
 from evaluate import ORDER, evaluate
-from metrics import all_metrics, best_threshold, binary_metrics, pooled
+from metrics import all_metrics, best_threshold, binary_metrics, confusion, counts_metrics, pooled, vessel_interval
 
 
 def test_known_confusion_matrix_gives_known_numbers():
@@ -97,3 +97,27 @@ def test_best_threshold_can_be_the_highest_score():
     p = np.array([0.9, 0.2, 0.1])
     t, f1 = best_threshold(y, p)
     assert t == pytest.approx(0.9) and f1 == pytest.approx(1.0)
+
+
+def test_the_confusion_counts_give_the_metrics_of_the_pixels():
+    rng = np.random.default_rng(3)
+    y, pred = rng.random(500) < 0.2, rng.random(500) < 0.25
+    c = confusion(y, pred)
+    assert c == [int((y & pred).sum()), int((~y & pred).sum()), int((y & ~pred).sum()), int((~y & ~pred).sum())]
+    assert counts_metrics(*c) == pytest.approx(binary_metrics(y, pred))
+
+
+def test_the_vessel_interval_is_a_bootstrap_of_the_images_pooled_again():
+    """Alike images: the one pooled value; half found / half missed: a wide interval round the pooled
+    F1 (2/3), the same for another seed; one image: none."""
+    alike = [{"confusion": [60, 20, 40, 880]}] * 6
+    f1 = counts_metrics(60, 20, 40, 880)["f1"]
+    assert vessel_interval(alike)["f1"] == pytest.approx((f1, f1))
+    mixed = [{"confusion": [50, 0, 0, 950]}] * 5 + [{"confusion": [0, 0, 50, 950]}] * 5
+    low, high = vessel_interval(mixed)["f1"]
+    assert low < 0.55 and 0.78 < high and low < 2 / 3 < high  # pooled: 2 * 250 / (500 + 250)
+    assert vessel_interval(mixed, seed=1)["f1"] == pytest.approx((low, high), abs=0.05)
+    lo_s, hi_s = vessel_interval(mixed)["sensitivity"]
+    assert lo_s < 0.4 and hi_s > 0.6  # half the vessel pixels found, with a wide spread
+    assert vessel_interval(mixed)["specificity"] == pytest.approx((1.0, 1.0))  # no false positive anywhere
+    assert vessel_interval(alike[:1]) == {"f1": None, "sensitivity": None, "specificity": None, "accuracy": None}

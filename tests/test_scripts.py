@@ -103,6 +103,12 @@ def test_whole_pipeline_on_real_drive_images(drive_src, tmp_path, monkeypatch, c
                                                         for n in ("01_testing", "02_testing")]
     assert all(float(r["cl_recall"]) > 0.5 for r in rows if r["rater"] == "second observer")
     assert rows[2]["auc_roc"] == "" and float(rows[2]["f1"]) > 0.7
+    # each image's confusion counts: pooled again they give the summary's F1; the interval lies round it
+    tp, fp, fn, tn = (sum(int(r[k]) for r in rows[:2]) for k in ("tp", "fp", "fn", "tn"))
+    assert tp + fn > 0 and 2 * tp / (2 * tp + fp + fn) == pytest.approx(summary["metrics"]["f1"], abs=1e-4)
+    low, high = summary["interval_95"]["f1"]
+    f1s = sorted(float(r["f1"]) for r in rows[:2])
+    assert f1s[0] - 1e-4 <= low <= summary["metrics"]["f1"] <= high <= f1s[1] + 1e-4
 
     # --split val: the image the weights held out, named in the .pth, and nothing else
     from unet import read_checkpoint
