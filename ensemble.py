@@ -57,7 +57,7 @@ def main(argv=None):
     if len(args.members) < 2:
         raise UserError("an ensemble needs two or more checkpoints")
 
-    from trainer import check_output, export_onnx_beside, refit_threshold, validate, validation_samples
+    from trainer import TASKS, check_output, export_onnx_beside, refit_threshold, validation_samples
     from unet import build_model, checkpoint_dict, read_checkpoint, save_checkpoint
 
     out = Path(args.out)
@@ -97,17 +97,18 @@ def main(argv=None):
               f"{'their out-of-fold maps of' if len(args.threshold_from) > 1 else 'its validation images'} "
               f"{', '.join(record['val_images'])})", file=sys.stderr)
     else:
-        m = validate(model, preprocess, validation_samples(args.root, first["info"], preprocess))
+        task = TASKS[preprocess.get("classes", "vessel")]  # a vessel model, or the artery/vein one (av.py)
+        m = task.validate(model, preprocess, validation_samples(args.root, first["info"], preprocess))
+        keys = ["val_f1", "val_auc", *(k for k in ("val_av_f1", "val_av_accuracy") if k in m)]
         for path, ck in zip(args.members, ckpts):
-            print(f"{path}: val F1 {ck['info'].get('val_f1', float('nan')):.4f} "
-                  f"AUC {ck['info'].get('val_auc', float('nan')):.4f}", file=sys.stderr)
-        print(f"ensemble of {len(ckpts)}: val F1 {m['val_f1']:.4f} AUC {m['val_auc']:.4f}, "
-              f"threshold {m['val_threshold']:.3f}", file=sys.stderr)
-        threshold, chosen = m["val_threshold"], {"val_f1": m["val_f1"], "val_auc": m["val_auc"]}
+            print(f"{path}: " + ", ".join(f"{k} {ck['info'].get(k, float('nan')):.4f}" for k in keys), file=sys.stderr)
+        print(f"ensemble of {len(ckpts)}: " + ", ".join(f"{k} {m[k]:.4f}" for k in keys)
+              + f", threshold {m['val_threshold']:.3f}", file=sys.stderr)
+        threshold, chosen = m["val_threshold"], {k: m[k] for k in keys}
     keep = ("trained_on", "train_images", "val_images", "dataset")
     info = {k: first["info"][k] for k in keep if k in first["info"]}
     info["members"] = [{"file": Path(path).name, **{k: ck["info"][k] for k in ("seed", "epochs", "best_epoch", "val_f1",
-                                                                               "val_auc") if k in ck["info"]}}
+                                                                               "val_auc", "val_av_f1") if k in ck["info"]}}
                        for path, ck in zip(args.members, ckpts)]
     info.update(chosen)
     save_checkpoint(out, checkpoint_dict(model, preprocess, threshold, info))

@@ -233,7 +233,7 @@ def validation_samples(root, info, preprocess):
         wanted.setdefault(dataset or primary, set()).add(stem)
     samples = []
     for dataset, stems in wanted.items():
-        found = [s for s in load_split(root, dataset, "train") if s.name in stems]
+        found = [s for s in load_split(root, dataset, "train", av=preprocess.get("classes") == "av") if s.name in stems]
         missing = stems - {s.name for s in found}
         if missing:
             raise UserError(f"{Path(root) / dataset / 'train'}: validation image {sorted(missing)[0]} not found")

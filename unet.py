@@ -137,7 +137,9 @@ class Ensemble(nn.Module):
 
     @property
     def in_channels(self):
-        return 1 if self.inputs is None else max(self.inputs) + 1
+        if self.inputs is None:  # every member reads the whole input (e.g. colour: 3 channels)
+            return self.members[0].arch["in_channels"]
+        return max(self.inputs) + 1
 
     def forward(self, x):
         if self.inputs is None:

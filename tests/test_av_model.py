@@ -243,3 +243,33 @@ def test_an_artery_vein_refit_takes_the_validated_runs_threshold(av_model, av_da
     train.main(["--root", str(av_dataset), "--dataset", "DRIVE-AV", "--av", *TINY[:-6], "--val-count", "0",
                 "--batch-size", "2", "--threshold-from", str(av_model), "--out", str(out)])
     assert read_checkpoint(out)["threshold"] == read_checkpoint(av_model)["threshold"]
+
+
+def test_two_artery_vein_models_combine_into_one_chosen_by_its_artery_vein_score(av_model, av_dataset, tmp_path, capsys):
+    """ensemble.py on two artery/vein models (colour input, two outputs): validated as the task is (the
+    mean A/V F1 beside the vessel F1, on the labels the members held out), exported to ONNX with its
+    three input channels, and its maps are the mean of the members' logits through the sigmoid."""
+    import torch
+
+    import ensemble
+    import train
+    from onnx_model import load_onnx
+    from unet import load_model, read_checkpoint
+
+    second = tmp_path / "av_seed1.pth"
+    train.main(["--root", str(av_dataset), "--dataset", "DRIVE-AV", "--av", *TINY, "--seed", "1",
+                "--split-seed", "0", "--out", str(second)])
+    out = tmp_path / "pair.pth"
+    capsys.readouterr()
+    ensemble.main([str(av_model), str(second), "--root", str(av_dataset), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert "ensemble of 2: val_f1" in err and "val_av_f1" in err
+    ck = read_checkpoint(out)
+    assert ck["arch"]["members"] == 2 and ck["arch"]["in_channels"] == 3 and ck["preprocess"]["classes"] == "av"
+    assert 0 <= ck["info"]["val_av_f1"] <= 1 and ck["info"]["members"][1]["val_av_f1"] == read_checkpoint(second)["info"]["val_av_f1"]
+    x = torch.rand(1, 3, 32, 32)
+    members = [load_model(p)[0] for p in (av_model, second)]
+    with torch.no_grad():
+        expect = torch.sigmoid(torch.stack([m(x) for m in members]).mean(0)).numpy()
+    got = load_onnx(out.with_suffix(".onnx"))[0](x.numpy())
+    assert got.shape == (1, 2, 32, 32) and np.allclose(got, expect, atol=1e-4)
