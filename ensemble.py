@@ -10,6 +10,11 @@ preprocessing, training and validation images; the threshold is chosen again on 
 images (the pooled F1 optimum, as training does), never on test images. Inference costs the sum
 of the members' time.
 
+Artery/vein models (``train.py --av``) combine the same way; the ensemble is then validated as the task
+is (the mean of artery and vein F1 beside the vessel F1, on the members' validation photographs):
+
+    python ensemble.py UNet_AV.pth UNet_AV_seed1.pth --out UNet_AV_pair.pth
+
 Members may differ in the channel they read (``train.py --channel green``): the shipped UNet.pth is
 
     python train.py --augment strong --out UNet_strong.pth
