@@ -189,6 +189,14 @@ def read_av_map(folder, name, shape):
                          missing="the artery/vein maps of --pred are NAME_av.png, as predict.py --av writes them")
 
 
+def _interval_json(ranges):
+    return {k: None if v is None else [round(v[0], 4), round(v[1], 4)] for k, v in ranges.items()}
+
+
+def _interval_text(ranges):
+    return "; ".join(f"{k} {'-' if v is None else f'{v[0]:.3f}-{v[1]:.3f}'}" for k, v in ranges.items())
+
+
 def table(title, rows, keys, fmt):
     print(f"\n{title}")
     print("| " + " | ".join(["row"] + keys) + " |")
@@ -303,13 +311,13 @@ def main(argv=None):
     report = {"dataset": args.dataset, "split": args.split, "images": len(samples), "source": source,
               "method": method, "threshold": threshold, "tree": args.tree, "bridge": args.bridge, "thin_vessels": args.thin_vessels, "min_fragment": args.min_fragment, "tta": args.tta, "detail": detail, "seconds": round(seconds, 2),
               "metrics": {k: None if summary[k] is None else round(summary[k], 4) for k in keep},
-              "interval_95": {k: None if v is None else [round(v[0], 4), round(v[1], 4)] for k, v in vessel_range.items()},
+              "interval_95": _interval_json(vessel_range),
               "second_observer": {k: None if v is None else round(v, 4) for k, v in human.items()} if human else None,
               "topology": topology.__doc__.split("\n\n")[1].replace("\n", " ")}
     if av_summary is not None:
         report["av"] = {k: _round(av_summary[k]) for k in AV_ORDER}
         report["av_classified"] = "pixel by pixel" if args.av_pixels else "segment by segment"
-        report["av_interval_95"] = {k: None if v is None else [round(v[0], 4), round(v[1], 4)] for k, v in av_range.items()}
+        report["av_interval_95"] = _interval_json(av_range)
     atomic_replace(out / "summary.json", lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2)), suffix=".json")
     save_curves(y, pp, out, f"{args.dataset} {args.split}: {Path(source.rstrip('/')).stem}", summary)
 
@@ -321,14 +329,14 @@ def main(argv=None):
     named = [(Path(source).stem, summary)] + ([(HUMAN, human)] if human else [])
     table("pixels", named, ORDER, lambda v: "-" if v is None else f"{v:.4f}")
     print(f"95 % interval of {Path(source).stem} over the images (bootstrap, images resampled and pooled again): "
-          + "; ".join(f"{k} {'-' if v is None else f'{v[0]:.3f}-{v[1]:.3f}'}" for k, v in vessel_range.items()))
+          + _interval_text(vessel_range))
     table("topology (per image on the whole FOV; counts pooled, Betti errors averaged over the images)", named, TOPOLOGY,
           lambda v: "-" if v is None else f"{v:.4f}")
     if av_summary is not None:
         table("arteries and veins (uncertain pixels left out; accuracy on the annotated artery/vein pixels found)",
               [(Path(source).stem, av_summary)], AV_ORDER, lambda v: "-" if v is None else f"{v:.4f}")
-        print("95 % interval over the photographs (bootstrap, photographs resampled and pooled again): " + "; ".join(
-            f"{k} {'-' if v is None else f'{v[0]:.3f}-{v[1]:.3f}'}" for k, v in av_range.items()))
+        print("95 % interval over the photographs (bootstrap, photographs resampled and pooled again): "
+              + _interval_text(av_range))
     print(f"wrote {out}/per_image.csv, summary.json, roc.png, pr.png" + (", av_per_image.csv" if args.av else ""))
 
 

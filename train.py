@@ -118,7 +118,7 @@ def start_weights(path, args, parser):
         given = getattr(args, key)
         if given != parser.get_default(key) and given != value:
             raise UserError(f"--init {path}: its {key} is {value}, not {given}; leave --{key} out"
-                            + (" or make it wider" if key == "width" else ""))
+                            + (" or make it wider" if key == "width" and theirs["stages"] == 1 else ""))
         setattr(args, key, value)
     record = {"file": Path(path).name, "trained_on": ckpt["info"].get("trained_on")}
     if grow:

@@ -167,10 +167,11 @@ def load_grown(model, state_dict):
     the consumers" way of widening a trained network (compare Net2WiderNet, Chen et al. 2016, which
     copies channels instead)."""
     mine = model.state_dict()
-    if all(mine[k].shape == v.shape for k, v in state_dict.items() if k in mine) and mine.keys() == state_dict.keys():
+    same_layers = mine.keys() == state_dict.keys()
+    if same_layers and all(mine[k].shape == state_dict[k].shape for k in mine):
         model.load_state_dict(state_dict)
         return
-    if not isinstance(model, UNet) or mine.keys() != state_dict.keys():
+    if not isinstance(model, UNet) or not same_layers:
         raise UserError("these weights are not a narrower network of the same design; only a U-Net's width can grow")
     readers = {}  # weight name -> (its input-channel dim, how many concatenated blocks that input has)
     for name, module in model.named_modules():
