@@ -124,6 +124,9 @@ def quantize(model, photographs, out=None):
     model = Path(model)
     out = Path(out) if out else model.with_name(f"{model.stem}_int8.onnx")
     net, meta = load_onnx(model)
+    if "int8" in net.session.get_modelmeta().custom_metadata_map:
+        raise UserError(f"{model} is already an 8-bit copy; make the copy from the float model "
+                        f"(python export_onnx.py WEIGHTS.pth --int8 PHOTOS)")
     feeds = []
 
     class Recording:  # the session, recording every input the Segmenter gives it (padded as run)

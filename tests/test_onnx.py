@@ -125,12 +125,11 @@ def test_export_warns_when_the_pth_beside_it_changed(tmp_path, capsys):
     assert "exported from another m.pth" in capsys.readouterr().err
 
 
-def test_int8_copy_is_quantized_keeps_the_float_maps_and_the_metadata(tmp_path):
+def test_int8_copy_is_quantized_keeps_the_float_maps_and_the_metadata(tmp_path, capsys):
     """export_onnx.py --int8: an 8-bit graph, calibrated on the photographs given, whose maps follow the
     float model's, whose probabilities keep more than 256 levels (logits and sigmoid stay float), with
     the float model's metadata and the calibration photographs named; our onnx_model stays importable."""
     import json
-    import shutil
     import sys as _sys
 
     import onnx
@@ -139,7 +138,7 @@ def test_int8_copy_is_quantized_keeps_the_float_maps_and_the_metadata(tmp_path):
     import export_onnx
     from onnx_model import load_onnx
 
-    shutil.copy(REPO / "UNet_AV.onnx", tmp_path / "av.onnx")
+    export_onnx.main([str(REPO / "UNet_AV.pth"), "--out", str(tmp_path / "av.onnx")])  # the float model
     export_onnx.main([str(tmp_path / "av.onnx"), "--int8", str(REPO / "predict" / "img.png")])
     graph = onnx.load(tmp_path / "av_int8.onnx").graph
     assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in graph.node}
@@ -157,6 +156,13 @@ def test_int8_copy_is_quantized_keeps_the_float_maps_and_the_metadata(tmp_path):
     assert np.abs(fa - fb).mean() < 0.01 and np.mean(vessels == (fb[0] > a.threshold)) > 0.995
     assert np.mean((fa[1] > 0.5) == (fb[1] > 0.5), where=vessels) > 0.95
     assert len(np.unique(fb[0][(fb[0] > 0.05) & (fb[0] < 0.95)])) > 1000
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:  # a copy of the copy would quantize twice
+        export_onnx.main([str(tmp_path / "av_int8.onnx"), "--int8", str(REPO / "predict" / "img.png"),
+                          "--out", str(tmp_path / "again.onnx")])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "already an 8-bit copy" in err and err.count("\n") == 1
+    assert not (tmp_path / "again.onnx").exists()
 
 
 def test_int8_refuses_what_it_cannot_calibrate_on_in_one_line(tmp_path, capsys):
