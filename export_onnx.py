@@ -13,9 +13,12 @@ AVX-512 VNNI or AVX-VNNI, recent Arm; `lscpu | grep -i vnni`): weights int8 (7-b
 without VNNI compute it without saturating), activations uint8 with ranges calibrated on the
 photographs given (the model's own training photographs, never the ones it is scored on); the
 logits and the sigmoid stay float. Its maps are close to the float model's, not identical (README,
-"An 8-bit copy"). It runs in the light install like any exported model:
+"An 8-bit copy"). It runs in the light install like any exported model. The shipped UNet_AV.onnx is
+the 8-bit copy of UNet_AV.pth, made so (the 25 photographs UNet_AV trained on):
 
-    python export_onnx.py UNet_AV.onnx --int8 DRIVE-AV/train/image LES-AV/train/image   # -> UNet_AV_int8.onnx
+    python export_onnx.py UNet_AV.pth --int8 DRIVE-AV/train/image LES-AV/train/image --out UNet_AV.onnx
+
+A copy is made from the float model: a model that is already an 8-bit copy is refused.
 """
 import argparse
 from pathlib import Path

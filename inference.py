@@ -418,7 +418,9 @@ def prediction_main(default_weights, doc, train_hint):
             raise UserError(f"{jobs[0][0]} not found: put the image to segment there, or pass --input FILE_OR_DIR")
         writable_dir(out_dir)
         hint = train_hint if args.weights != AV_WEIGHTS else \
-            " (export it from UNet_AV.pth with: python export_onnx.py UNet_AV.pth; train with: python train.py --av)"
+            (" (the shipped one is the 8-bit copy of UNet_AV.pth: python export_onnx.py UNet_AV.pth --int8 "
+             "DRIVE-AV/train/image LES-AV/train/image --out UNet_AV.onnx; or --weights UNet_AV.pth; "
+             "train with: python train.py --av)")
         seg = Segmenter.from_file(args.weights, hint=hint, device=args.device, rescale=not args.no_rescale,
                                   flip=args.tta, detail=args.detail, bridge=args.bridge,
                                   min_fragment=args.min_fragment, thin=args.thin_vessels)

@@ -31,7 +31,7 @@ layout prepare_data.py writes), at their working scale, with their size and inpu
 With a larger --width, --init grows the weights into a wider network that starts out computing
 exactly what they do (unet.load_grown) and trains on from there:
 
-    python train.py --init UNet_AV.pth --width 12 --dataset DRIVE-AV --also LES-AV --epochs 150 --lr 1e-3 --out wide.pth
+    python train.py --init UNet_AV.pth --width 16 --dataset DRIVE-AV --also LES-AV --epochs 150 --lr 1e-3 --out wide.pth
 """
 import argparse
 from collections import namedtuple
