@@ -94,11 +94,24 @@ def target(sample):
 Start = namedtuple("Start", "state_dict preprocess threshold record")
 
 
-def start_weights(path, args, parser):
+INIT_KEYS = ("width", "depth", "stages", "enhance", "channel", "av")  # what --init takes from the weights
+
+
+def given_options(parser, argv, keys):
+    """Those of ``keys`` (argument names) that the command line sets itself, default or not: parsed
+    again into a namespace where each starts as a marker, which argparse keeps unless the option is given
+    (``--width 8`` is given, though 8 is the default)."""
+    unset = object()
+    again = parser.parse_args(argv, argparse.Namespace(**{k: unset for k in keys}))
+    return {k for k in keys if getattr(again, k) is not unset}
+
+
+def start_weights(path, args, given):
     """``--init``: a ``Start``: the weights to fine-tune, the preprocessing they were trained with
     (which the new run keeps: input channels, enhancement, classes, working scale), their threshold
     and what the new weights record of them. ``args`` takes the network's size from them; a size, input or task set on
-    the command line that differs from theirs is refused in one line."""
+    the command line (``given``: the names of the options it sets) that differs from theirs is refused in one line,
+    except a larger width, which grows them."""
     from unet import read_checkpoint
 
     ckpt = read_checkpoint(path)
@@ -111,13 +124,12 @@ def start_weights(path, args, parser):
         raise UserError(f"--init {path}: weights of the patch pipeline (train_patch.py); fine-tune them there")
     if args.av and not theirs["av"]:
         raise UserError(f"--init {path}: a vessel model; --av fine-tunes an artery/vein model (e.g. UNet_AV.pth)")
-    grow = args.width != parser.get_default("width") and args.width > theirs["width"] and theirs["stages"] == 1
+    grow = "width" in given and args.width > theirs["width"] and theirs["stages"] == 1
     if grow:  # a wider network grown from theirs (unet.load_grown)
         theirs["width"] = args.width
     for key, value in theirs.items():
-        given = getattr(args, key)
-        if given != parser.get_default(key) and given != value:
-            raise UserError(f"--init {path}: its {key} is {value}, not {given}; leave --{key} out"
+        if key in given and getattr(args, key) != value:
+            raise UserError(f"--init {path}: its {key} is {value}, not {getattr(args, key)}; leave --{key} out"
                             + (" or make it wider" if key == "width" and theirs["stages"] == 1 else ""))
         setattr(args, key, value)
     record = {"file": Path(path).name, "trained_on": ckpt["info"].get("trained_on")}
@@ -130,7 +142,7 @@ def start_weights(path, args, parser):
 def main(argv=None):
     parser = build_parser()
     args = parse_training_args(parser, argv)
-    init = start_weights(args.init, args, parser) if args.init else None
+    init = start_weights(args.init, args, given_options(parser, argv, INIT_KEYS)) if args.init else None
     if args.channel is None:
         args.channel = COLOUR if args.av else "gray"
     if args.kind_weight != 1.0 and not args.av:

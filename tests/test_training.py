@@ -332,9 +332,10 @@ def test_init_fine_tunes_the_given_weights_at_their_size_input_and_scale(tiny_da
         assert exc.value.code == 2 and message in capsys.readouterr().err
 
 
-def test_init_with_a_larger_width_grows_the_weights_and_starts_where_they_were(tiny_dataset, tmp_path):
-    """train.py --init W.pth --width 6 (W is width 4): a width-6 network that, before it has learnt
-    anything (lr 1e-12), computes what W computes; the weights record what they grew from."""
+def test_init_with_a_larger_width_grows_the_weights_and_starts_where_they_were(tiny_dataset, tmp_path, capsys):
+    """train.py --init W.pth --width 8 (W is width 4; 8 is also the parser's default, given here all the
+    same): a width-8 network that, before it has learnt anything (lr 1e-12), computes what W computes; the
+    weights record what they grew from. A narrower width given, even the default's, is refused."""
     import torch
 
     import train
@@ -342,13 +343,17 @@ def test_init_with_a_larger_width_grows_the_weights_and_starts_where_they_were(t
 
     ref, out = tmp_path / "ref.pth", tmp_path / "wide.pth"
     train.main(["--root", str(tiny_dataset), *TINY, "--out", str(ref)])
-    train.main(["--root", str(tiny_dataset), "--init", str(ref), "--width", "6", "--epochs", "1", "--lr", "1e-12",
+    train.main(["--root", str(tiny_dataset), "--init", str(ref), "--width", "8", "--epochs", "1", "--lr", "1e-12",
                 "--val-count", "1", "--val-every", "1", "--batch-size", "2", "--out", str(out)])
     ck, ref_ck = torch.load(out, weights_only=True), torch.load(ref, weights_only=True)
-    assert ck["arch"] == {**ref_ck["arch"], "width": 6}
+    assert ck["arch"] == {**ref_ck["arch"], "width": 8}
     assert ck["info"]["fine_tuned_from"]["grown_from_width"] == 4
     narrow, wide = build_model(ref_ck["arch"]), build_model(ck["arch"])
     narrow.load_state_dict(ref_ck["state_dict"]), wide.load_state_dict(ck["state_dict"])
     x = torch.randn(2, 1, 48, 48)
     with torch.no_grad():  # in training mode: batch statistics (the epoch moved the running ones)
         assert torch.allclose(narrow.train()(x), wide.train()(x), atol=1e-4)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:  # 4 is the default depth, but given: refused, not ignored
+        train.main(["--root", str(tiny_dataset), "--init", str(out), "--depth", "4", "--out", str(tmp_path / "x.pth")])
+    assert exc.value.code == 2 and "its depth is 3, not 4; leave --depth out" in capsys.readouterr().err
