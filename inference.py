@@ -272,9 +272,8 @@ class Segmenter:
             scale = self.scale(fov)
             scaled = rescale(gray, scale)
             work = enhance(scaled, self.pre.get("enhance", "none"))
-            margin = 16 * self.net.align
             windows = [] if trace is not None else None
-            prob = tiled_predict(self.net, work, self.tile, margin=margin, flip=self.flip, trace=windows)
+            prob = self.network_maps(work, windows)
             if trace is not None:
                 trace.update(scale=scale, resized=scaled, enhanced=work, windows=windows, window=self.tile)
         else:
@@ -294,6 +293,13 @@ class Segmenter:
             trace["full"] = out[0].copy()  # the photograph's size, before the FOV is cleared
         out[:, ~fov] = 0.0
         return out
+
+    def network_maps(self, work, trace=None):
+        """Every output of the whole-image network on ``work``, an image already at its working scale
+        and enhanced (what ``maps`` makes of a photograph, and what training feeds the network):
+        float32 K x H x W. ``trace``: ``tiled_predict``'s."""
+        prob = tiled_predict(self.net, work, self.tile, margin=16 * self.net.align, flip=self.flip, trace=trace)
+        return prob[None] if prob.ndim == 2 else prob
 
     def segment(self, image, fov=None, threshold=None, trace=None):
         """(probability map, boolean vessel mask) for one image; ``threshold`` overrides the stored one."""

@@ -107,3 +107,29 @@ class ArteryVeinLoss(nn.Module):
         kind = F.binary_cross_entropy_with_logits(logits[:, 1:2], (target == 1).to(logits.dtype), weight=known,
                                                   reduction="sum") / known.sum().clamp(min=1)
         return loss + self.kind_weight * kind
+
+
+class DistillationLoss(nn.Module):
+    """Knowledge distillation (Hinton et al. 2015, "Distilling the knowledge in a neural network"): the
+    model's own ``loss`` against the labels (target channel 0) plus ``weight`` x binary cross-entropy of
+    each output against a teacher's probability of it (target channels 1..K, 0-255: the teacher's maps
+    carried through the same augmentation as the labels; ``train.py --teacher``). The artery/vein
+    model's second output, "artery given vessel", is weighed by the teacher's vessel probability,
+    where a kind has a meaning, and so is learnt on uncertain and unannotated vessel pixels too."""
+
+    def __init__(self, loss, weight=1.0):
+        super().__init__()
+        self.loss, self.weight = loss, weight
+
+    def forward(self, logits, target):
+        target = target.to(logits.dtype)
+        soft = target[:, 1:] / 255.0
+        if soft.shape[1] != logits.shape[1]:
+            raise ValueError(f"{soft.shape[1]} teacher maps for {logits.shape[1]} outputs")
+        term = F.binary_cross_entropy_with_logits(logits[:, :1], soft[:, :1])
+        if logits.shape[1] > 1:
+            vessel = soft[:, :1]
+            term = term + F.binary_cross_entropy_with_logits(
+                logits[:, 1:], soft[:, 1:], weight=vessel.expand_as(soft[:, 1:]),
+                reduction="sum") / (vessel.sum() * (logits.shape[1] - 1)).clamp(min=1)
+        return self.loss(logits, target[:, :1]) + self.weight * term

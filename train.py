@@ -71,6 +71,13 @@ def build_parser():
                         "your camera with a few labelled photographs); the network's size, its input and its "
                         "working scale are the weights' own, every photograph is brought to that scale; a larger "
                         "--width grows them into a wider network that starts out computing what they do")
+    p.add_argument("--teacher", metavar="WEIGHTS", nargs="+",
+                   help="distil: besides the labels, learn the mean of these trained models' probabilities on each "
+                        "training image (knowledge distillation; e.g. several seeds of the recipe, one network's "
+                        "cost at inference); their preprocessing must be this run's, and none may have trained on "
+                        "its validation images")
+    p.add_argument("--teacher-weight", type=bounded(float, 0), default=1.0,
+                   help="with --teacher: weight of the teachers' term against the labels' loss (default: %(default)s)")
     p.add_argument("--threshold-from", metavar="REF.pth", nargs="+",
                    help="a refit (--val-count 0): store the threshold of REF.pth, the same recipe trained with "
                         "validation images, instead of 0.5 (REF's training and validation images must be this run's "
@@ -89,6 +96,33 @@ def to_scale(sample, diameter, channel="gray"):
 def target(sample):
     """What the network learns of a sample: its artery/vein classes where it has them, else its vessel label."""
     return sample.label if sample.classes is None else sample.classes
+
+
+TEACHER_KEYS = ("method", "enhance", "channel", "classes", "fov_diameter")  # what a teacher must share
+
+
+def teacher_maps(paths, images, preprocess, val_names):
+    """``--teacher``: each training image's maps by the teachers, the mean of their probabilities as
+    uint8 0-255, H x W x K (K: the outputs); ``images`` are the network's inputs (at the working scale,
+    enhanced). A teacher must preprocess as this run does (``TEACHER_KEYS``) and must not have trained
+    on a validation image (``val_names``), or the checkpoint would be chosen on what it learnt there."""
+    from inference import Segmenter, load_net
+
+    total = None
+    for path in paths:
+        net, meta = load_net(path)
+        for key in TEACHER_KEYS:
+            if meta["preprocess"].get(key) != preprocess.get(key):
+                raise UserError(f"--teacher {path}: its {key} is {meta['preprocess'].get(key)}, not this run's "
+                                f"{preprocess.get(key)}")
+        seen = set(meta["info"].get("train_images", [])) & set(val_names)
+        if seen:
+            raise UserError(f"--teacher {path} trained on validation image {sorted(seen)[0]}: "
+                            "validate on other images (--split-seed) or take another teacher")
+        seg = Segmenter(net, meta["preprocess"])
+        maps = [seg.network_maps(image) for image in images]
+        total = maps if total is None else [t + m for t, m in zip(total, maps)]
+    return [np.round(255 * np.clip(t.transpose(1, 2, 0) / len(paths), 0, 1)).astype(np.uint8) for t in total]
 
 
 Start = namedtuple("Start", "state_dict preprocess threshold record")
@@ -205,7 +239,15 @@ def main(argv=None):
         threshold_from = refit_threshold(args.threshold_from, arch, preprocess, info, args.root)
     elif init is not None and not val_names:  # fine-tuned with nothing to validate on: the start's threshold
         threshold_from = init.threshold, {"file": init.record["file"], "fine_tuned_from": True}
-    fit(args, images, [label for _, label in pairs], val, preprocess, info, look, threshold_from,
+    labels = [label for _, label in pairs]
+    if args.teacher:
+        inputs = images if look is None else [enhance(gray, args.enhance) for gray in images]
+        labels = [np.dstack([label, maps]) for label, maps in
+                  zip(labels, teacher_maps(args.teacher, inputs, preprocess, val_names))]
+        info["distilled_from"] = {"files": [Path(p).name for p in args.teacher], "weight": args.teacher_weight}
+    elif args.teacher_weight != 1.0:
+        raise UserError("--teacher-weight weighs the teachers' term: use it with --teacher")
+    fit(args, images, labels, val, preprocess, info, look, threshold_from,
         init=init.state_dict if init is not None else None)
 
 

@@ -41,7 +41,7 @@ from cli import UserError, add_dataset_args, bounded, warn, writable_dir
 from training_data import VesselDataset, augmentation, pad_collate
 from imio import write_csv
 from inference import Segmenter
-from losses import ArteryVeinLoss, CEDiceLoss
+from losses import ArteryVeinLoss, CEDiceLoss, DistillationLoss
 from metrics import best_threshold, pooled
 from preprocess import input_channels
 from unet import build_model, checkpoint_dict, count_parameters, load_grown, save_checkpoint, tune_malloc
@@ -308,6 +308,13 @@ class ArteryVeinTask(VesselTask):
 TASKS = {"vessel": VesselTask(), "av": ArteryVeinTask()}
 
 
+def training_loss(task, args):
+    """The task's loss, and for ``train.py --teacher`` the teachers' term beside it (the labels then
+    carry the teachers' maps: losses.DistillationLoss)."""
+    loss = task.loss(args)
+    return DistillationLoss(loss, args.teacher_weight) if getattr(args, "teacher", None) else loss
+
+
 def model_arch(args, preprocess):
     """The ``arch`` of the network training builds: the input channels ``preprocess`` gives it, the
     outputs its task has, the size and stages of ``args``."""
@@ -420,14 +427,14 @@ def fit(args, images, labels, val_samples, preprocess, info, look=None, threshol
     dataset = VesselDataset(images, labels, augmentation(args.augment, args.crop, tuple(args.scale)), look)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(args.epochs, 1), eta_min=args.lr * 0.01)
-    loss_fn = task.loss(args)
+    loss_fn = training_loss(task, args)
     log_fields = LOG_FIELDS[:-1] + list(task.log_fields) + LOG_FIELDS[-1:]
     run_config = {k: getattr(args, k) for k in ("dataset", "epochs", "batch_size", "lr", "width", "depth",
                                                 "val_count", "val_every", "augment", "seed")}
     for key, default in (("dice_weight", 1.0), ("crop", 0), ("stages", 1), ("accumulate", 1), ("scale", [0.9, 1.1]),
                          ("also", []), ("split_seed", args.seed), ("channel", "gray"), ("fold", 0), ("ema", 0.0),
                          ("cldice_weight", 0.0), ("skeleton_weight", 0.0), ("av", False), ("kind_weight", 1.0),
-                         ("init", None)):
+                         ("init", None), ("teacher", None), ("teacher_weight", 1.0)):
         if getattr(args, key, default) != default:  # recorded only when changed: older resume states stay valid
             run_config[key] = getattr(args, key)
     if world_size > 1:

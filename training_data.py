@@ -84,7 +84,9 @@ def augmentation(strength="default", crop=0, scale=(0.9, 1.1)):
 
 class VesselDataset(torch.utils.data.Dataset):
     """(input, label) pairs as tensors: CxHxW float in [0, 1], 1xHxW float {0, 1} (or the class
-    indices of artery/vein labels, 0-3: av.py).
+    indices of artery/vein labels, 0-3: av.py). A label HxWxK (uint8) comes out KxHxW: the label and
+    K-1 maps that follow it through the augmentation (a teacher's probabilities, 0-255:
+    losses.DistillationLoss).
 
     ``images`` are uint8 gray (HxW) or colour (HxWxC) arrays already preprocessed as the model
     expects, or, with ``look``
@@ -105,7 +107,8 @@ class VesselDataset(torch.utils.data.Dataset):
         img = self.images[i] if self.look is None else self.look(self.images[i])
         img = torch.from_numpy(np.array(img))
         img = tv_tensors.Image(img[None] if img.ndim == 2 else img.permute(2, 0, 1))
-        lab = tv_tensors.Mask(torch.from_numpy(self.labels[i].astype(np.uint8))[None])
+        lab = torch.from_numpy(self.labels[i].astype(np.uint8))
+        lab = tv_tensors.Mask(lab[None] if lab.ndim == 2 else lab.permute(2, 0, 1))
         if self.transform is not None:
             img, lab = self.transform(img, lab)
         return img.as_subclass(torch.Tensor).float() / 255.0, lab.as_subclass(torch.Tensor).float()
@@ -116,7 +119,7 @@ def pad_collate(batch):
     h = max(x.shape[-2] for x, _ in batch)
     w = max(x.shape[-1] for x, _ in batch)
     xs = torch.zeros(len(batch), batch[0][0].shape[0], h, w)
-    ys = torch.zeros(len(batch), 1, h, w)
+    ys = torch.zeros(len(batch), batch[0][1].shape[0], h, w)
     for i, (x, y) in enumerate(batch):
         xs[i, :, : x.shape[-2], : x.shape[-1]] = x
         ys[i, :, : y.shape[-2], : y.shape[-1]] = y
