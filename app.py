@@ -41,7 +41,7 @@ SHIPPED = {  # file stem -> the name shown in the page
     "UNet_patch_equalized_patch_256_50": "DRIVE, patch method (original)",
     "UNet_fast": "DRIVE, fast",
     "UNet_STARE": "STARE",
-    "UNet_AV": "DRIVE-AV, arteries and veins",
+    "UNet_AV": "DRIVE-AV + LES-AV, arteries and veins",
 }
 NOT_VESSEL_MODELS = {"DISC"}  # the optic disc model (disc.py) is not offered as a vessel model
 SAMPLES = [str(HERE / "predict" / "img.png")]

@@ -181,6 +181,8 @@ def main(argv=None):
         args.channel = COLOUR if args.av else "gray"
     if args.kind_weight != 1.0 and not args.av:
         raise UserError("--kind-weight weighs the artery/vein term: use it with --av")
+    if args.teacher_weight != 1.0 and not args.teacher:
+        raise UserError("--teacher-weight weighs the teachers' term: use it with --teacher")
     if args.augment == "camera" and args.channel == COLOUR:
         raise UserError("--augment camera alters one channel; use it with --channel gray or green, not rgb")
     samples = load_split(args.root, args.dataset, "train", av=args.av)
@@ -245,8 +247,6 @@ def main(argv=None):
         labels = [np.dstack([label, maps]) for label, maps in
                   zip(labels, teacher_maps(args.teacher, inputs, preprocess, val_names))]
         info["distilled_from"] = {"files": [Path(p).name for p in args.teacher], "weight": args.teacher_weight}
-    elif args.teacher_weight != 1.0:
-        raise UserError("--teacher-weight weighs the teachers' term: use it with --teacher")
     fit(args, images, labels, val, preprocess, info, look, threshold_from,
         init=init.state_dict if init is not None else None)
 

@@ -198,7 +198,7 @@ def test_batch_writes_a_zip_and_csv_and_reports_bad_files(app, tmp_path):
     assert table[1]["centreline_length_px"] == "" and table[1]["error"]
 
 
-AV_MODEL = "DRIVE-AV, arteries and veins"
+AV_MODEL = "DRIVE-AV + LES-AV, arteries and veins"
 
 
 def test_arteries_and_veins_give_predict_py_classes_and_its_crae_crve_avr(app, tmp_path):
