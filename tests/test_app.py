@@ -561,6 +561,7 @@ def test_in_a_browser_arteries_and_veins(server, tmp_path):
         if shots:  # the two pictures loaded before the picture of the page is taken
             page.wait_for_function("() => [...document.querySelectorAll('#av_map img, #av_zone img')]"
                                    ".every(i => i.complete && i.naturalWidth > 0)", timeout=60000)
+            page.wait_for_timeout(1500)  # the pictures' fade-in after a run (a gray veil otherwise)
             page.screenshot(path=f"{shots}/app_arteries_veins.png", full_page=True)
 
 
