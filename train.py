@@ -32,6 +32,12 @@ With a larger --width, --init grows the weights into a wider network that starts
 exactly what they do (unet.load_grown) and trains on from there:
 
     python train.py --init UNet_AV.pth --width 16 --dataset DRIVE-AV --also LES-AV --epochs 150 --lr 1e-3 --out wide.pth
+
+--teacher distils trained models into one network (one network's time at inference): besides the
+labels it learns the mean of their probabilities on every training image (losses.DistillationLoss);
+they must preprocess as the run does and must not have trained on its validation images:
+
+    python train.py --av --dataset DRIVE-AV --also LES-AV --teacher seed0.pth seed1.pth seed2.pth --out UNet_AV_student.pth
 """
 import argparse
 from collections import namedtuple
