@@ -109,13 +109,18 @@ class ArteryVeinLoss(nn.Module):
         return loss + self.kind_weight * kind
 
 
+UNLABELLED = 255  # the label of a photograph without one (train.py --unlabelled): only the teachers' term learns it
+
+
 class DistillationLoss(nn.Module):
     """Knowledge distillation (Hinton et al. 2015, "Distilling the knowledge in a neural network"): the
     model's own ``loss`` against the labels (target channel 0) plus ``weight`` x binary cross-entropy of
     each output against a teacher's probability of it (target channels 1..K, 0-255: the teacher's maps
     carried through the same augmentation as the labels; ``train.py --teacher``). The artery/vein
     model's second output, "artery given vessel", is weighed by the teacher's vessel probability,
-    where a kind has a meaning, and so is learnt on uncertain and unannotated vessel pixels too."""
+    where a kind has a meaning, and so is learnt on uncertain and unannotated vessel pixels too. A
+    sample whose label has ``UNLABELLED`` pixels (a photograph without labels, its FOV marked so) is
+    left out of the labels' loss and learnt from the teachers alone."""
 
     def __init__(self, loss, weight=1.0):
         super().__init__()
@@ -132,4 +137,8 @@ class DistillationLoss(nn.Module):
             term = term + F.binary_cross_entropy_with_logits(
                 logits[:, 1:], soft[:, 1:], weight=vessel.expand_as(soft[:, 1:]),
                 reduction="sum") / (vessel.sum() * (logits.shape[1] - 1)).clamp(min=1)
-        return self.loss(logits, target[:, :1]) + self.weight * term
+        labelled = ~(target[:, 0] == UNLABELLED).flatten(1).any(1)
+        if labelled.all():
+            return self.loss(logits, target[:, :1]) + self.weight * term
+        hard = self.loss(logits[labelled], target[labelled, :1]) if labelled.any() else 0.0
+        return hard + self.weight * term

@@ -82,6 +82,10 @@ def build_parser():
                         "training image (knowledge distillation; e.g. several seeds of the recipe, one network's "
                         "cost at inference); their preprocessing must be this run's, and none may have trained on "
                         "its validation images")
+    p.add_argument("--unlabelled", metavar="FOLDER", nargs="+",
+                   help="with --teacher: also learn the teachers' maps on the photographs in these folders, which "
+                        "have no labels (the labels' loss leaves them out; their FOV is estimated and they are brought "
+                        "to the working scale as prediction brings a photograph)")
     p.add_argument("--teacher-weight", type=bounded(float, 0), default=1.0,
                    help="with --teacher: weight of the teachers' term against the labels' loss (default: %(default)s)")
     p.add_argument("--threshold-from", metavar="REF.pth", nargs="+",
@@ -129,6 +133,29 @@ def teacher_maps(paths, images, preprocess, val_names):
         maps = [seg.network_maps(image) for image in images]
         total = maps if total is None else [t + m for t, m in zip(total, maps)]
     return [np.round(255 * np.clip(t.transpose(1, 2, 0) / len(paths), 0, 1)).astype(np.uint8) for t in total]
+
+
+def unlabelled_pairs(folders, diameter, channel):
+    """``--unlabelled``: (the network's input, a label of ``losses.UNLABELLED`` inside the estimated FOV)
+    of every photograph in ``folders``, at the working scale (``work_scale``, as the Segmenter brings it)."""
+    from imio import list_images, read_image
+    from losses import UNLABELLED
+    from preprocess import estimate_fov, reads_colour
+
+    pairs = []
+    for folder in folders:
+        files = list_images(folder, "photographs")
+        if not files:
+            raise UserError(f"--unlabelled {folder}: no photographs there")
+        for path in files:
+            image = read_image(path)
+            if image.ndim == 2 and reads_colour(channel):
+                raise UserError(f"--unlabelled {path}: a gray image, but the network reads colour (--channel {channel})")
+            fov = estimate_fov(image)
+            scale = work_scale(fov, fov.shape, diameter)
+            label = np.where(rescale(fov.astype(np.uint8), scale, label=True) > 0, UNLABELLED, 0).astype(np.uint8)
+            pairs.append((rescale(to_channels(image, channel), scale), label))
+    return pairs
 
 
 Start = namedtuple("Start", "state_dict preprocess threshold record")
@@ -187,6 +214,8 @@ def main(argv=None):
         args.channel = COLOUR if args.av else "gray"
     if args.kind_weight != 1.0 and not args.av:
         raise UserError("--kind-weight weighs the artery/vein term: use it with --av")
+    if args.unlabelled and not args.teacher:
+        raise UserError("--unlabelled photographs are learnt from the teachers' maps: give --teacher too")
     if args.teacher_weight != 1.0 and not args.teacher:
         raise UserError("--teacher-weight weighs the teachers' term: use it with --teacher")
     if args.augment == "camera" and args.channel == COLOUR:
@@ -213,6 +242,10 @@ def main(argv=None):
         val += [s for s in extra if s.name in held]  # validated like any photograph: the Segmenter rescales
         train_names += [f"{other}/{n}" for n in keep]
         val_names += [f"{other}/{n}" for n in held]
+    if args.unlabelled:  # the teachers' maps their only target
+        extra = unlabelled_pairs(args.unlabelled, diameter, args.channel)
+        pairs += extra
+        info_unlabelled = {"folders": [Path(f).name for f in args.unlabelled], "photographs": len(extra)}
     preprocess = {
         "method": "whole",
         "enhance": args.enhance,
@@ -253,6 +286,8 @@ def main(argv=None):
         labels = [np.dstack([label, maps]) for label, maps in
                   zip(labels, teacher_maps(args.teacher, inputs, preprocess, val_names))]
         info["distilled_from"] = {"files": [Path(p).name for p in args.teacher], "weight": args.teacher_weight}
+        if args.unlabelled:
+            info["distilled_from"]["unlabelled"] = info_unlabelled
     fit(args, images, labels, val, preprocess, info, look, threshold_from,
         init=init.state_dict if init is not None else None)
 

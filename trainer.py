@@ -434,7 +434,7 @@ def fit(args, images, labels, val_samples, preprocess, info, look=None, threshol
     for key, default in (("dice_weight", 1.0), ("crop", 0), ("stages", 1), ("accumulate", 1), ("scale", [0.9, 1.1]),
                          ("also", []), ("split_seed", args.seed), ("channel", "gray"), ("fold", 0), ("ema", 0.0),
                          ("cldice_weight", 0.0), ("skeleton_weight", 0.0), ("av", False), ("kind_weight", 1.0),
-                         ("init", None), ("teacher", None), ("teacher_weight", 1.0)):
+                         ("init", None), ("teacher", None), ("teacher_weight", 1.0), ("unlabelled", None)):
         if getattr(args, key, default) != default:  # recorded only when changed: older resume states stay valid
             run_config[key] = getattr(args, key)
     if world_size > 1:

@@ -118,3 +118,53 @@ def test_a_teacher_that_saw_a_validation_image_or_preprocesses_otherwise_is_refu
         _train(av_root, tmp_path / "s.pth", "--teacher-weight", "2")
     err = capsys.readouterr().err.strip()
     assert "--teacher-weight" in err and "--teacher" in err
+
+
+def test_a_photograph_without_labels_is_learnt_from_the_teachers_alone():
+    import torch
+
+    from losses import UNLABELLED, ArteryVeinLoss, CEDiceLoss, DistillationLoss
+
+    base = ArteryVeinLoss(CEDiceLoss())
+    labelled = [[[0, 1, 2, 0]], [[0, 255, 255, 0]], [[0, 255, 0, 0]]]  # classes; teacher vessel; teacher artery
+    unlabelled = [[[0, UNLABELLED, UNLABELLED, 0]], [[0, 0, 255, 0]], [[0, 0, 255, 0]]]
+    target = torch.tensor([labelled, unlabelled], dtype=torch.float32)
+    logits = torch.zeros(2, 2, 1, 4, requires_grad=True)
+    loss = DistillationLoss(base)(logits, target)
+    loss.backward()
+    # the labels' loss of the labelled photograph alone, and the teachers' term (log 2 + log 2 at logit 0)
+    assert loss.item() == pytest.approx(base(logits[:1].detach(), target[:1, :1]).item() + 2 * np.log(2), rel=1e-5)
+    vessel = logits.grad[1, 0, 0]
+    # pixel 1 of the unlabelled photograph: the teacher sees no vessel, so it is pushed down, as label 255
+    # ("vessel") would not do; pixel 2: a vessel for the teacher, pushed up
+    assert vessel[1] > 0 > vessel[2]
+    assert logits.grad[1, 1, 0, 1] == 0 and logits.grad[1, 1, 0, 2] < 0  # its kind only where the teacher sees a vessel
+    only = DistillationLoss(base)(torch.zeros(1, 2, 1, 4), target[1:])  # a batch without labels: the teachers' term
+    assert only.item() == pytest.approx(2 * np.log(2), rel=1e-5)
+
+
+def test_train_learns_photographs_without_labels_from_the_teachers(av_root, tmp_path, monkeypatch, capsys):
+    import losses
+    from unet import read_checkpoint
+
+    teacher = _train(av_root, tmp_path / "t.pth")
+    seen = []
+    forward = losses.DistillationLoss.forward
+    monkeypatch.setattr(losses.DistillationLoss, "forward",
+                        lambda self, logits, target: seen.append(target.detach().clone()) or forward(self, logits, target))
+    folder = av_root / "DRIVE-AV" / "test" / "image"
+    out = _train(av_root, tmp_path / "s.pth", "--teacher", str(teacher), "--unlabelled", str(folder))
+    record = read_checkpoint(out)["info"]["distilled_from"]
+    assert record["unlabelled"] == {"folders": ["image"], "photographs": 1}
+    marked = [t for batch in seen for t in batch if (t[0] == losses.UNLABELLED).any()]
+    assert marked and all(set(t[0].unique().tolist()) <= {0, losses.UNLABELLED} for t in marked)
+    assert all(t[1].max() > 0 for t in marked)  # the teacher's vessels are its target
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        _train(av_root, tmp_path / "s2.pth", "--unlabelled", str(folder))
+    err = capsys.readouterr().err.strip()
+    assert "--unlabelled" in err and "--teacher" in err and "Traceback" not in err
+    with pytest.raises(SystemExit):
+        _train(av_root, tmp_path / "s2.pth", "--teacher", str(teacher), "--unlabelled", str(tmp_path / "nowhere"))
+    err = capsys.readouterr().err.strip()
+    assert "nowhere" in err and "Traceback" not in err
