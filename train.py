@@ -38,6 +38,8 @@ labels it learns the mean of their probabilities on every training image (losses
 they must preprocess as the run does and must not have trained on its validation images:
 
     python train.py --av --dataset DRIVE-AV --also LES-AV --teacher seed0.pth seed1.pth seed2.pth --out UNet_AV_student.pth
+
+--unlabelled FOLDER adds photographs without labels, learnt from the teachers' maps alone.
 """
 import argparse
 from collections import namedtuple
