@@ -138,7 +138,5 @@ class DistillationLoss(nn.Module):
                 logits[:, 1:], soft[:, 1:], weight=vessel.expand_as(soft[:, 1:]),
                 reduction="sum") / (vessel.sum() * (logits.shape[1] - 1)).clamp(min=1)
         labelled = ~(target[:, 0] == UNLABELLED).flatten(1).any(1)
-        if labelled.all():
-            return self.loss(logits, target[:, :1]) + self.weight * term
         hard = self.loss(logits[labelled], target[labelled, :1]) if labelled.any() else 0.0
         return hard + self.weight * term

@@ -139,7 +139,8 @@ def teacher_maps(paths, images, preprocess, val_names):
 
 def unlabelled_pairs(folders, diameter, channel):
     """``--unlabelled``: (the network's input, a label of ``losses.UNLABELLED`` inside the estimated FOV)
-    of every photograph in ``folders``, at the working scale (``work_scale``, as the Segmenter brings it)."""
+    of every photograph in ``folders``, at the working scale (``to_scale``, as the labelled ones)."""
+    from dataset import Sample
     from imio import list_images, read_image
     from losses import UNLABELLED
     from preprocess import estimate_fov, reads_colour
@@ -154,9 +155,8 @@ def unlabelled_pairs(folders, diameter, channel):
             if image.ndim == 2 and reads_colour(channel):
                 raise UserError(f"--unlabelled {path}: a gray image, but the network reads colour (--channel {channel})")
             fov = estimate_fov(image)
-            scale = work_scale(fov, fov.shape, diameter)
-            label = np.where(rescale(fov.astype(np.uint8), scale, label=True) > 0, UNLABELLED, 0).astype(np.uint8)
-            pairs.append((rescale(to_channels(image, channel), scale), label))
+            label = np.where(fov, UNLABELLED, 0).astype(np.uint8)
+            pairs.append(to_scale(Sample(path.stem, image, label, fov), diameter, channel))
     return pairs
 
 

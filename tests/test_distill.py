@@ -20,6 +20,32 @@ def _train(root, out, *extra):
     return out
 
 
+def _refused(capsys, root, out, *extra):
+    """The one line with which train.py refuses these options (no traceback)."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        _train(root, out, *extra)
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err and "\n" not in err
+    return err
+
+
+@pytest.fixture
+def targets(monkeypatch):
+    """Every target batch the distillation loss is given during training (as it is given it)."""
+    import losses
+
+    seen = []
+    forward = losses.DistillationLoss.forward
+
+    def spy(self, logits, target):
+        seen.append(target.detach().clone())
+        return forward(self, logits, target)
+
+    monkeypatch.setattr(losses.DistillationLoss, "forward", spy)
+    return seen
+
+
 def test_the_teachers_term_pulls_each_output_to_the_teachers_probability_and_the_kind_only_on_its_vessels():
     import torch
 
@@ -67,21 +93,13 @@ def test_the_teachers_maps_follow_the_label_through_every_augmentation_and_the_b
         assert torch.equal(y[:, 2][inside[:, 1]], (255 - y[:, 0] * 60)[inside[:, 1]])
 
 
-def test_train_with_teachers_learns_their_maps_and_records_them(av_root, tmp_path, monkeypatch):
-    import losses
+def test_train_with_teachers_learns_their_maps_and_records_them(av_root, tmp_path, targets):
     import train
     from unet import read_checkpoint
 
     teachers = [_train(av_root, tmp_path / f"t{seed}.pth", "--seed", str(seed), "--split-seed", "0")
                 for seed in (0, 1)]
-    seen = []
-    forward = losses.DistillationLoss.forward
-
-    def spy(self, logits, target):
-        seen.append(target.detach().clone())
-        return forward(self, logits, target)
-
-    monkeypatch.setattr(losses.DistillationLoss, "forward", spy)
+    seen = targets
     out = _train(av_root, tmp_path / "student.pth", "--teacher", *map(str, teachers), "--teacher-weight", "0.5")
     info = read_checkpoint(out)["info"]
     assert info["distilled_from"] == {"files": ["t0.pth", "t1.pth"], "weight": 0.5}
@@ -99,24 +117,16 @@ def test_train_with_teachers_learns_their_maps_and_records_them(av_root, tmp_pat
 def test_a_teacher_that_saw_a_validation_image_or_preprocesses_otherwise_is_refused_in_one_line(
         av_root, tmp_path, tiny_dataset, capsys):
     other_split = _train(av_root, tmp_path / "t.pth", "--split-seed", "1")
-    capsys.readouterr()
-    with pytest.raises(SystemExit):
-        _train(av_root, tmp_path / "s.pth", "--teacher", str(other_split))
-    err = capsys.readouterr().err.strip()
-    assert "--teacher" in err and "validation image" in err and "Traceback" not in err and "\n" not in err
+    err = _refused(capsys, av_root, tmp_path / "s.pth", "--teacher", str(other_split))
+    assert "--teacher" in err and "validation image" in err
 
     import train
 
     vessel = tmp_path / "vessel.pth"
     train.main(["--root", str(tiny_dataset), *TINY, "--out", str(vessel)])
-    capsys.readouterr()
-    with pytest.raises(SystemExit):
-        _train(av_root, tmp_path / "s.pth", "--teacher", str(vessel))
-    err = capsys.readouterr().err.strip()
-    assert "--teacher" in err and "not this run's" in err and "Traceback" not in err
-    with pytest.raises(SystemExit):
-        _train(av_root, tmp_path / "s.pth", "--teacher-weight", "2")
-    err = capsys.readouterr().err.strip()
+    err = _refused(capsys, av_root, tmp_path / "s.pth", "--teacher", str(vessel))
+    assert "--teacher" in err and "not this run's" in err
+    err = _refused(capsys, av_root, tmp_path / "s.pth", "--teacher-weight", "2")
     assert "--teacher-weight" in err and "--teacher" in err
 
 
@@ -143,15 +153,12 @@ def test_a_photograph_without_labels_is_learnt_from_the_teachers_alone():
     assert only.item() == pytest.approx(2 * np.log(2), rel=1e-5)
 
 
-def test_train_learns_photographs_without_labels_from_the_teachers(av_root, tmp_path, monkeypatch, capsys):
+def test_train_learns_photographs_without_labels_from_the_teachers(av_root, tmp_path, targets, capsys):
     import losses
     from unet import read_checkpoint
 
     teacher = _train(av_root, tmp_path / "t.pth")
-    seen = []
-    forward = losses.DistillationLoss.forward
-    monkeypatch.setattr(losses.DistillationLoss, "forward",
-                        lambda self, logits, target: seen.append(target.detach().clone()) or forward(self, logits, target))
+    seen = targets
     folder = av_root / "DRIVE-AV" / "test" / "image"
     out = _train(av_root, tmp_path / "s.pth", "--teacher", str(teacher), "--unlabelled", str(folder))
     record = read_checkpoint(out)["info"]["distilled_from"]
@@ -159,12 +166,7 @@ def test_train_learns_photographs_without_labels_from_the_teachers(av_root, tmp_
     marked = [t for batch in seen for t in batch if (t[0] == losses.UNLABELLED).any()]
     assert marked and all(set(t[0].unique().tolist()) <= {0, losses.UNLABELLED} for t in marked)
     assert all(t[1].max() > 0 for t in marked)  # the teacher's vessels are its target
-    capsys.readouterr()
-    with pytest.raises(SystemExit):
-        _train(av_root, tmp_path / "s2.pth", "--unlabelled", str(folder))
-    err = capsys.readouterr().err.strip()
-    assert "--unlabelled" in err and "--teacher" in err and "Traceback" not in err
-    with pytest.raises(SystemExit):
-        _train(av_root, tmp_path / "s2.pth", "--teacher", str(teacher), "--unlabelled", str(tmp_path / "nowhere"))
-    err = capsys.readouterr().err.strip()
-    assert "nowhere" in err and "Traceback" not in err
+    err = _refused(capsys, av_root, tmp_path / "s2.pth", "--unlabelled", str(folder))
+    assert "--unlabelled" in err and "--teacher" in err
+    err = _refused(capsys, av_root, tmp_path / "s2.pth", "--teacher", str(teacher), "--unlabelled", str(tmp_path / "nowhere"))
+    assert "nowhere" in err
