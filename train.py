@@ -48,7 +48,7 @@ from pathlib import Path
 import numpy as np
 
 from cli import UserError, bounded, run_main
-from dataset import check_colour, load_split
+from dataset import check_colour, load_split, split_dir
 from inference import work_scale
 from preprocess import CHANNELS, COLOUR, ENHANCERS, enhance, fov_diameter, rescale, to_channels
 from trainer import add_training_args, fit, model_arch, parse_training_args, refit_threshold, split_validation
@@ -73,7 +73,10 @@ def build_parser():
                         "up to DETAIL times it (for a model trained with a wide --scale; default: %(default)s)")
     p.add_argument("--also", nargs="+", default=[], metavar="DATASET",
                    help="also train on these datasets' training images (e.g. STARE), rescaled to DATASET's FOV scale; "
-                        "the same share of each is held out for validation")
+                        "the same share of each is held out for validation. With --av a set with vessel labels only "
+                        "(no label_av/, e.g. STARE: another camera, pathology) teaches the vessel map, its vessels of "
+                        "unknown kind (as the annotators' uncertain pixels), and all of it trains: validation scores "
+                        "the kinds")
     p.add_argument("--init", metavar="WEIGHTS.pth",
                    help="fine-tune: start from these weights instead of random ones (e.g. UNet_AV.pth, to adapt it to "
                         "your camera with a few labelled photographs); the network's size, its input and its "
@@ -103,6 +106,20 @@ def to_scale(sample, diameter, channel="gray"):
     its FOV rescaled to ``diameter`` pixels (``inference.work_scale``, the Segmenter's own rule)."""
     scale = work_scale(sample.fov, sample.label.shape, diameter)
     return rescale(to_channels(sample.image, channel), scale), rescale(target(sample), scale, label=True)
+
+
+def load_also(root, dataset, av):
+    """``--also DATASET``'s training samples and whether they carry what the run learns. In an artery/vein
+    run a set without ``label_av/`` still teaches the vessel map: each vessel pixel is marked uncertain
+    (vessel, kind not known: ``losses.ArteryVeinLoss`` leaves it out of the kinds' term)."""
+    from av import UNCERTAIN
+
+    kinds = not av or (split_dir(root, dataset, "train") / "label_av").is_dir()
+    samples = load_split(root, dataset, "train", av=av and kinds)
+    if not kinds:
+        for s in samples:
+            s.classes = np.where(s.label, UNCERTAIN, 0).astype(np.uint8)
+    return samples, kinds
 
 
 def target(sample):
@@ -234,11 +251,13 @@ def main(argv=None):
     else:  # the scale the weights learnt at: every photograph brought to it
         diameter = init.preprocess["fov_diameter"]
         pairs = [to_scale(s, diameter, args.channel) for s in train]
+    vessels_only = []  # --also sets whose kinds are not known (--av)
     for other in args.also:
-        extra = load_split(args.root, other, "train", av=args.av)
+        extra, kinds = load_also(args.root, other, args.av)
+        vessels_only += [] if kinds else [other]
         if args.channel != "gray":
             check_colour(extra, f"{other}/train/image", f"--channel {args.channel}")
-        count = round(len(extra) * args.val_count / len(samples))
+        count = round(len(extra) * args.val_count / len(samples)) if kinds else 0
         keep, held = split_validation([s.name for s in extra], count, args.split_seed, args.fold)
         pairs += [to_scale(s, diameter, args.channel) for s in extra if s.name in keep]
         val += [s for s in extra if s.name in held]  # validated like any photograph: the Segmenter rescales
@@ -270,6 +289,8 @@ def main(argv=None):
     else:
         images = [enhance(gray, args.enhance) for gray, _ in pairs]
     info = {"trained_on": "+".join([args.dataset, *args.also]), "train_images": train_names, "val_images": val_names}
+    if vessels_only:
+        info["vessels_only"] = vessels_only
     if init is not None:
         info["fine_tuned_from"] = init.record
     threshold_from = None
