@@ -148,6 +148,37 @@ def test_also_adds_another_cameras_images_at_the_first_datasets_scale(tiny_datas
         assert image.shape == label.shape == (round(240 * ratio), round(280 * ratio)) and label.dtype == bool
 
 
+def test_an_artery_vein_run_learns_vessels_alone_from_a_set_without_kinds(tmp_path, monkeypatch):
+    """train.py --av --also STARE, STARE with vessel labels only: its vessels reach the loss as uncertain
+    (vessel, no kind), its background as background, none of it is held out (validation scores the kinds),
+    and the weights say so; the A/V set's own classes are untouched."""
+    import train
+    from av import UNCERTAIN
+    from conftest import av_photo, write_av_set
+    from imio import write_png
+
+    root = write_av_set(tmp_path / "root", {"train": ("training", 3)})
+    for i in range(1, 4):
+        rgb, classes, fov = av_photo(seed=20 + i)
+        for sub, arr in (("image", rgb), ("label", classes > 0), ("mask", fov)):
+            write_png(root / "STARE" / "train" / sub / f"{i:02d}_training.png", arr)
+    seen = {}
+    monkeypatch.setattr(train, "fit", lambda args, images, labels, val, pre, info, look=None, threshold_from=None,
+                        init=None: seen.update(labels=labels, val=val, info=info))
+    train.main(["--root", str(root), "--dataset", "DRIVE-AV", "--av", "--val-count", "1", "--also", "STARE"])
+    assert seen["info"]["vessels_only"] == ["STARE"] and seen["info"]["trained_on"] == "DRIVE-AV+STARE"
+    assert len(seen["val"]) == 1 and not any(n.startswith("STARE/") for n in seen["info"]["val_images"])
+    assert sum(n.startswith("STARE/") for n in seen["info"]["train_images"]) == 3
+    own, stare = seen["labels"][:2], seen["labels"][2:]
+    assert len(stare) == 3
+    for label in own:  # DRIVE-AV keeps its arteries and veins
+        assert {1, 2} <= set(np.unique(label))
+    for i, label in enumerate(stare, 1):
+        vessels = av_photo(seed=20 + i)[1] > 0
+        assert set(np.unique(label)) == {0, UNCERTAIN}
+        assert np.array_equal(label == UNCERTAIN, vessels)  # same size: av_photo's FOV is DRIVE-AV's
+
+
 def test_split_seed_keeps_the_validation_images_of_another_seed(tiny_dataset, monkeypatch):
     """--seed N --split-seed 0 trains a second model on the images --seed 0 trained on (seed spread,
     ensembles): the held-out images follow --split-seed, and without it they follow --seed."""
