@@ -124,7 +124,7 @@ def quantize(model, photographs, out=None):
     model = Path(model)
     out = Path(out) if out else model.with_name(f"{model.stem}_int8.onnx")
     net, meta = load_onnx(model)
-    if "int8" in net.session.get_modelmeta().custom_metadata_map:
+    if meta["int8"] is not None:
         raise UserError(f"{model} is already an 8-bit copy; make the copy from the float model "
                         f"(python export_onnx.py WEIGHTS.pth --int8 PHOTOS)")
     feeds = []
@@ -240,7 +240,8 @@ def load_onnx(path, hint="", device="cpu"):
         meta = {"arch": json.loads(props["arch"]), "preprocess": json.loads(props["preprocess"]),
                 "threshold": float(props["threshold"]), "info": json.loads(props.get("info", "{}")),
                 "tree": json.loads(props["tree"]) if "tree" in props else None,
-                "source": props.get("source"), "source_sha256": props.get("source_sha256")}
+                "source": props.get("source"), "source_sha256": props.get("source_sha256"),
+                "int8": json.loads(props["int8"]) if "int8" in props else None}  # an 8-bit copy: its calibration
         align = 2 ** (int(meta["arch"]["depth"]) - 1)
         if len(inputs) != 1 or len(inputs[0].shape) != 4 or not isinstance(meta["preprocess"]["method"], str):
             raise ValueError("unexpected graph inputs")

@@ -266,7 +266,7 @@ def main(argv=None):
     if args.unlabelled:  # the teachers' maps their only target
         extra = unlabelled_pairs(args.unlabelled, diameter, args.channel)
         pairs += extra
-        info_unlabelled = {"folders": [Path(f).name for f in args.unlabelled], "photographs": len(extra)}
+        info_unlabelled = {"folders": [Path(f).as_posix() for f in args.unlabelled], "photographs": len(extra)}
     preprocess = {
         "method": "whole",
         "enhance": args.enhance,

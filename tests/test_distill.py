@@ -162,7 +162,7 @@ def test_train_learns_photographs_without_labels_from_the_teachers(av_root, tmp_
     folder = av_root / "DRIVE-AV" / "test" / "image"
     out = _train(av_root, tmp_path / "s.pth", "--teacher", str(teacher), "--unlabelled", str(folder))
     record = read_checkpoint(out)["info"]["distilled_from"]
-    assert record["unlabelled"] == {"folders": ["image"], "photographs": 1}
+    assert record["unlabelled"] == {"folders": [folder.as_posix()], "photographs": 1}
     marked = [t for batch in seen for t in batch if (t[0] == losses.UNLABELLED).any()]
     assert marked and all(set(t[0].unique().tolist()) <= {0, losses.UNLABELLED} for t in marked)
     assert all(t[1].max() > 0 for t in marked)  # the teacher's vessels are its target
