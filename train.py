@@ -160,7 +160,7 @@ def unlabelled_pairs(folders, diameter, channel):
     from dataset import Sample
     from imio import list_images, read_image
     from losses import UNLABELLED
-    from preprocess import estimate_fov, reads_colour
+    from preprocess import estimate_fov
 
     pairs = []
     for folder in folders:
@@ -169,11 +169,11 @@ def unlabelled_pairs(folders, diameter, channel):
             raise UserError(f"--unlabelled {folder}: no photographs there")
         for path in files:
             image = read_image(path)
-            if image.ndim == 2 and reads_colour(channel):
-                raise UserError(f"--unlabelled {path}: a gray image, but the network reads colour (--channel {channel})")
             fov = estimate_fov(image)
-            label = np.where(fov, UNLABELLED, 0).astype(np.uint8)
-            pairs.append(to_scale(Sample(path.stem, image, label, fov), diameter, channel))
+            sample = Sample(path.stem, image, np.where(fov, UNLABELLED, 0).astype(np.uint8), fov)
+            if channel != "gray":
+                check_colour([sample], f"--unlabelled {folder}", f"--channel {channel}")
+            pairs.append(to_scale(sample, diameter, channel))
     return pairs
 
 
@@ -254,7 +254,8 @@ def main(argv=None):
     vessels_only = []  # --also sets whose kinds are not known (--av)
     for other in args.also:
         extra, kinds = load_also(args.root, other, args.av)
-        vessels_only += [] if kinds else [other]
+        if not kinds:
+            vessels_only.append(other)
         if args.channel != "gray":
             check_colour(extra, f"{other}/train/image", f"--channel {args.channel}")
         count = round(len(extra) * args.val_count / len(samples)) if kinds else 0
