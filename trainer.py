@@ -82,10 +82,6 @@ def add_training_args(parser, *, epochs, batch_size, lr, val_every, out):
                              "adds gamma and blur/sharpening (other cameras' look) after contrast enhancement; "
                              "camera (train.py) adds uneven illumination, gamma, blur and noise before it; none "
                              "(default: %(default)s)")
-    parser.add_argument("--fov-cut", type=bounded(float, 0, 1), default=0.0, metavar="SHARE",
-                        help="on this share of the samples, the FOV cut straight along a random chord (image black "
-                             "beyond it, label cleared), as STARE's and many cameras' FOVs are: teaches the network "
-                             "that a straight dark edge is not a vessel (0: off; default: %(default)s)")
     parser.add_argument("--scale", type=bounded(float, 0.25, 4), nargs=2, default=[0.9, 1.1], metavar=("LO", "HI"),
                         help="random rescaling range of the augmentation, 0.25..4 (default: %(default)s); a wider "
                              "range shows the network vessels at more widths (measured for large photographs in "
@@ -428,7 +424,7 @@ def fit(args, images, labels, val_samples, preprocess, info, look=None, threshol
     model = build_model(model_arch(args, preprocess))
     if init is not None:
         load_grown(model, init)  # the same network, or a wider one grown from it (train.py --init --width)
-    dataset = VesselDataset(images, labels, augmentation(args.augment, args.crop, tuple(args.scale), getattr(args, "fov_cut", 0.0)), look)
+    dataset = VesselDataset(images, labels, augmentation(args.augment, args.crop, tuple(args.scale)), look)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(args.epochs, 1), eta_min=args.lr * 0.01)
     loss_fn = training_loss(task, args)
@@ -438,8 +434,7 @@ def fit(args, images, labels, val_samples, preprocess, info, look=None, threshol
     for key, default in (("dice_weight", 1.0), ("crop", 0), ("stages", 1), ("accumulate", 1), ("scale", [0.9, 1.1]),
                          ("also", []), ("split_seed", args.seed), ("channel", "gray"), ("fold", 0), ("ema", 0.0),
                          ("cldice_weight", 0.0), ("skeleton_weight", 0.0), ("av", False), ("kind_weight", 1.0),
-                         ("init", None), ("teacher", None), ("teacher_weight", 1.0), ("unlabelled", None),
-                         ("fov_cut", 0.0)):
+                         ("init", None), ("teacher", None), ("teacher_weight", 1.0), ("unlabelled", None)):
         if getattr(args, key, default) != default:  # recorded only when changed: older resume states stay valid
             run_config[key] = getattr(args, key)
     if world_size > 1:

@@ -27,40 +27,6 @@ class RandomGamma(v2.Transform):
         return inpt
 
 
-class StraightFovEdge(v2.Transform):
-    """The field of view cut straight, as many cameras cut it (STARE's flat top and bottom, a notch): the
-    image beyond a random chord of the FOV is blacked out over a soft ``ramp``-pixel edge, and the label
-    there cleared (no vessel where the photograph shows none). The chord's normal points in a direction
-    drawn uniformly; its distance from the image centre is drawn in ``depth`` times half the smaller side
-    (the FOV of a training photograph nearly fills it). Teaches the network that a straight dark edge is
-    not a vessel wall (Session 28, docs/experiments.md)."""
-
-    def __init__(self, depth=(0.7, 0.95), ramp=3.0):
-        super().__init__()
-        self.depth, self.ramp = tuple(depth), float(ramp)
-
-    def make_params(self, flat_inputs):
-        r = torch.rand(2).tolist()
-        return {"angle": 2 * np.pi * r[0], "depth": self.depth[0] + (self.depth[1] - self.depth[0]) * r[1]}
-
-    def _beyond(self, shape, params):
-        """Signed distance (px) past the chord of every pixel: > 0 beyond it (cut away)."""
-        h, w = shape
-        y, x = torch.meshgrid(torch.arange(h, dtype=torch.float32) - (h - 1) / 2,
-                              torch.arange(w, dtype=torch.float32) - (w - 1) / 2, indexing="ij")
-        return x * np.cos(params["angle"]) + y * np.sin(params["angle"]) - params["depth"] * min(h, w) / 2
-
-    def transform(self, inpt, params):
-        beyond = self._beyond(inpt.shape[-2:], params)
-        if isinstance(inpt, tv_tensors.Image):
-            keep = (0.5 - beyond / self.ramp).clamp(0, 1)
-            out = (inpt.float() * keep).round().to(inpt.dtype) if not inpt.is_floating_point() else inpt * keep
-            return tv_tensors.wrap(out, like=inpt)
-        if isinstance(inpt, tv_tensors.Mask):
-            return tv_tensors.wrap(inpt.masked_fill(beyond > 0, 0), like=inpt)
-        return inpt
-
-
 class CameraLook:
     """Another camera's look, drawn at random and applied to a gray photograph *before* its contrast
     enhancement (``enhance``, e.g. CLAHE), which then sees it as it would see that camera's picture:
@@ -91,11 +57,10 @@ class CameraLook:
         return self.enhance(np.clip(np.round(g), 0, 255).astype(np.uint8))
 
 
-def augmentation(strength="default", crop=0, scale=(0.9, 1.1), fov_cut=0.0):
-    """Joint image/label augmentation (torchvision v2): on a share ``fov_cut`` of the samples the FOV cut
-    straight (``StraightFovEdge``), then flips, rotations, rescaling by a random factor in ``scale``,
-    contrast, then (``crop`` > 0) a random ``crop`` x ``crop`` window, zero-padded where the image is
-    smaller.
+def augmentation(strength="default", crop=0, scale=(0.9, 1.1)):
+    """Joint image/label augmentation (torchvision v2): flips, rotations, rescaling by a random factor
+    in ``scale``, contrast, then (``crop`` > 0) a random ``crop`` x ``crop`` window, zero-padded where
+    the image is smaller.
 
     ``strength="camera"`` is the default here; ``CameraLook`` adds the rest before enhancement.
     ``strength="strong"`` adds what differs between cameras after CLAHE: gamma, and the sharpness of
@@ -112,8 +77,6 @@ def augmentation(strength="default", crop=0, scale=(0.9, 1.1), fov_cut=0.0):
             v2.RandomChoice([v2.GaussianBlur(5, sigma=(0.3, 1.2)), v2.RandomAdjustSharpness(2.0, p=1.0),
                              v2.Identity()]),
         ]
-    if fov_cut > 0:
-        steps.insert(0, v2.RandomApply([StraightFovEdge()], p=fov_cut))
     if crop:
         steps.append(v2.RandomCrop(crop, pad_if_needed=True))
     return v2.Compose(steps) if steps else None

@@ -247,34 +247,3 @@ def test_camera_look_alters_the_photograph_then_enhances_it_never_the_label():
     assert np.array_equal(draws[0], draws[-1])  # same seed, same look
     assert all(not np.array_equal(draws[0], d) for d in draws[1:4])
     assert not np.array_equal(draws[0], img)
-
-
-def test_straight_fov_edge_blacks_out_the_image_and_clears_the_label_beyond_one_chord():
-    """train.py --fov-cut: beyond the chord (here the lines x > 10 + ... of a known angle and depth) the
-    image is black and the label empty; before it (past the 3-px ramp) both are untouched; image and
-    label are cut along the same line."""
-    import torch
-    from torchvision import tv_tensors
-
-    from training_data import StraightFovEdge
-
-    cut = StraightFovEdge(depth=(0.5, 0.5))
-    img = tv_tensors.Image(torch.full((3, 41, 61), 200, dtype=torch.uint8))
-    lab = tv_tensors.Mask(torch.ones((1, 41, 61), dtype=torch.uint8))
-    params = {"angle": 0.0, "depth": 0.5}  # normal along +x; the chord at x = 30 + 0.5 * 41 / 2 = 40.25
-    x_img, x_lab = cut.transform(img, params), cut.transform(lab, params)
-    assert isinstance(x_img, tv_tensors.Image) and isinstance(x_lab, tv_tensors.Mask)
-    assert x_img.dtype == torch.uint8 and x_img.shape == img.shape
-    assert (x_img[:, :, 43:] == 0).all() and (x_lab[:, :, 41:] == 0).all()   # beyond: black, no vessel
-    assert (x_img[:, :, :38] == 200).all() and (x_lab[:, :, :41] == 1).all()  # before: as it was
-    assert 0 < int(x_img[0, 0, 40]) < 200  # the soft edge
-    # another direction: the cut follows the angle (normal along +y: the bottom rows go)
-    down = cut.transform(lab, {"angle": np.pi / 2, "depth": 0.5})
-    assert (down[:, 31:, :] == 0).all() and (down[:, :30, :] == 1).all()
-    # in the augmentation: on every sample at share 1, never at share 0 (the default)
-    assert type(augmentation(fov_cut=1.0).transforms[0]).__name__ == "RandomApply"
-    assert "RandomApply" not in [type(t).__name__ for t in augmentation().transforms]
-    full = np.full((48, 48), 150, np.uint8)
-    torch.manual_seed(0)
-    x, y = VesselDataset([full], [np.ones((48, 48), bool)], augmentation("none", fov_cut=1.0))[0]
-    assert (x == 0).sum() > 48 and (y[x == 0] == 0).all() and (y == 1).any()  # cut together, not all of it

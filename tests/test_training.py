@@ -322,21 +322,6 @@ def test_topology_loss_terms_train_and_are_recorded_in_the_weights(tiny_dataset,
     assert any(not torch.equal(a[k], b[k]) for k in a)  # same seed, another loss: other weights
 
 
-def test_fov_cut_trains_on_straight_cut_samples_and_is_recorded_in_the_weights(tiny_dataset, tmp_path):
-    import torch
-
-    import train
-    from unet import read_checkpoint
-
-    common = ["--root", str(tiny_dataset), "--epochs", "1", *TINY[2:]]
-    train.main([*common, "--out", str(tmp_path / "plain.pth")])
-    train.main([*common, "--fov-cut", "1", "--out", str(tmp_path / "cut.pth")])
-    assert read_checkpoint(tmp_path / "cut.pth")["info"]["fov_cut"] == 1.0
-    assert "fov_cut" not in read_checkpoint(tmp_path / "plain.pth")["info"]
-    a, b = (read_checkpoint(tmp_path / n)["state_dict"] for n in ("plain.pth", "cut.pth"))
-    assert any(not torch.equal(a[k], b[k]) for k in a)  # same seed, other samples: other weights
-
-
 def test_init_fine_tunes_the_given_weights_at_their_size_input_and_scale(tiny_dataset, tmp_path, capsys, monkeypatch):
     """--init: training starts from the weights (not from a fresh network), keeps their architecture
     and preprocessing, brings another camera's photographs to their working scale, and with nothing
