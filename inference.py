@@ -196,6 +196,9 @@ class Segmenter:
         self.bridge, self.min_fragment, self.thin = bool(bridge), int(min_fragment), float(thin)
         # the measuring setting stored with the weights (tree_threshold.py), used on request (use_tree)
         self.tree = dict(tree) if tree else None
+        # the weights' preprocess "edge_line" {"depth": f, "length": f} (fractions of the FOV diameter): pieces of
+        # the mask that run along the FOV's edge cleared (clear_edge_lines); the A/V model's, Session 28
+        self.edge_line = dict(self.pre.get("edge_line") or {})
 
     @property
     def needs_colour(self):
@@ -292,7 +295,28 @@ class Segmenter:
         if trace is not None:
             trace["full"] = out[0].copy()  # the photograph's size, before the FOV is cleared
         out[:, ~fov] = 0.0
+        if self.edge_line:
+            self.clear_edge_lines(out, fov)
         return out
+
+    def clear_edge_lines(self, out, fov):
+        """Clear from the maps ``out`` (K x H x W, in place), in the outer ring of ``fov`` (depth from the mask's
+        edge, the image's border included, <= edge_line["depth"] x the FOV diameter), every piece of the vessel
+        mask (the first map at the model's threshold, 8-connected, inside the ring) longer along the edge than
+        edge_line["length"] x the diameter (its pixel count over the ring's depth). A vessel crosses the edge
+        and leaves a short piece there; a line drawn along the edge (the A/V model on STARE's scanned rim, where
+        an estimated FOV takes in the dark ramp) leaves a long one. Chosen on training photographs
+        (docs/experiments.md, Session 28)."""
+        d = fov_diameter(fov)
+        r = self.edge_line["depth"] * d
+        depth = cv2.distanceTransform(np.pad(fov, 1).astype(np.uint8), cv2.DIST_L2, 3)[1:-1, 1:-1]
+        ring = fov & (depth <= r)
+        pieces = ((out[0] >= self.threshold) & ring).astype(np.uint8)
+        n, labels, stats, _ = cv2.connectedComponentsWithStats(pieces, connectivity=8)
+        if n <= 1:
+            return
+        long_ = np.concatenate([[False], stats[1:, cv2.CC_STAT_AREA] / max(r, 1.0) > self.edge_line["length"] * d])
+        out[:, long_[labels]] = 0.0
 
     def network_maps(self, work, trace=None):
         """Every output of the whole-image network on ``work``, an image already at its working scale

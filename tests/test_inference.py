@@ -377,3 +377,24 @@ def test_user_facing_errors_of_the_segmenter_and_loaders():
         for name in ("UNet.pth", "UNet.onnx"):
             with pytest.raises(UserError, match="cuda"):
                 Segmenter.from_file(REPO / name, device="cuda")
+
+
+def test_edge_line_clears_pieces_running_along_the_fov_edge_and_keeps_vessels_crossing_it():
+    """The weights' preprocess "edge_line" (Session 28): in the FOV's outer ring a piece of the mask longer along
+    the edge than length x the diameter is cleared (the A/V model's line on STARE's rim); a vessel crossing the
+    edge, and everything deeper inside, is kept."""
+    h = w = 201
+    yy, xx = np.mgrid[:h, :w]
+    fov = (yy - 100) ** 2 + (xx - 100) ** 2 <= 95 ** 2  # diameter 191: ring depth 0.02 x 191 = 3.8 px
+    depth = cv2.distanceTransform(np.pad(fov, 1).astype(np.uint8), cv2.DIST_L2, 3)[1:-1, 1:-1]
+    out = np.zeros((2, h, w), np.float32)
+    line = fov & (depth <= 2) & (yy > 150)             # along the lower edge: ~90 px long
+    vessel = fov & (np.abs(xx - 100) <= 3) & (yy < 60)  # crossing the upper edge, 7 px wide
+    out[:, line | vessel] = 0.9
+    out[:, fov & (depth > 10) & (np.abs(yy - 100) <= 2)] = 0.8  # deep inside, along a row
+    kept = out.copy()
+    seg = Segmenter(_model(), {"method": "whole", "edge_line": {"depth": 0.02, "length": 0.1}}, threshold=0.5)
+    seg.clear_edge_lines(out, fov)
+    assert (out[:, line] == 0).all()
+    assert np.array_equal(out[:, vessel], kept[:, vessel])
+    assert np.array_equal(out[:, depth > 4], kept[:, depth > 4])
