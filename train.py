@@ -281,6 +281,8 @@ def main(argv=None):
         preprocess["detail"] = args.detail
     elif init is not None and "detail" in init.preprocess:
         preprocess["detail"] = init.preprocess["detail"]
+    if init is not None and "edge_line" in init.preprocess:  # the start's setting against a line along the FOV's
+        preprocess["edge_line"] = init.preprocess["edge_line"]  # edge (UNet_AV's; inference.Segmenter.clear_edge_lines)
     look = None
     if args.augment == "camera":  # a new camera look for every draw, enhanced after it
         from training_data import CameraLook

@@ -335,6 +335,8 @@ def test_init_fine_tunes_the_given_weights_at_their_size_input_and_scale(tiny_da
     ref, out = tmp_path / "ref.pth", tmp_path / "ft.pth"
     train.main(["--root", str(tiny_dataset), *TINY, "--out", str(ref)])
     ref_ck = torch.load(ref, weights_only=True)
+    ref_ck["preprocess"]["edge_line"] = {"depth": 0.006, "length": 0.03}  # a setting stored with it, as UNet_AV's
+    torch.save(ref_ck, ref)
     for i in range(1, 4):  # another "camera": the same kind of photograph, 1.5 times larger
         img, lab, fov = disc_image(h=180, w=210, radius=75, seed=i)
         for sub, arr in (("image", img), ("label", lab), ("mask", fov)):
@@ -343,7 +345,7 @@ def test_init_fine_tunes_the_given_weights_at_their_size_input_and_scale(tiny_da
     train.main([*common, "--epochs", "1", "--lr", "1e-12", "--out", str(out)])
     ck = torch.load(out, weights_only=True)
     assert ck["arch"] == ref_ck["arch"] and ck["arch"]["width"] == 4  # its size, not the defaults (8, 4)
-    assert ck["preprocess"] == ref_ck["preprocess"]  # its input and scale, not BIG's FOV diameter
+    assert ck["preprocess"] == ref_ck["preprocess"]  # its input and scale, not BIG's FOV diameter; its edge_line
     assert ck["info"]["fine_tuned_from"] == {"file": "ref.pth", "trained_on": "DRIVE"}
     convs = [k for k, v in ref_ck["state_dict"].items() if v.dim() == 4]
     assert convs and all(torch.allclose(ck["state_dict"][k], ref_ck["state_dict"][k], atol=1e-8) for k in convs)
