@@ -489,7 +489,7 @@ class App:
         else:
             fov = estimate_fov(image)  # as the Segmenter does
         thr = seg.threshold if threshold is None else threshold
-        prob = seg.probability(image, fov)
+        prob = seg.probability(image, fov, threshold=thr)
         metrics, _, _ = evaluate([Sample(stem(path), image, label, fov)], [prob], thr, seg.bridge, seg.min_fragment,
                                  seg.thin)
         rows = {k: metric_text(k, metrics[k]) for k in ORDER + TOPOLOGY}

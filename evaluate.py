@@ -266,7 +266,7 @@ def main(argv=None):
         if args.tree:  # the measuring setting: its threshold, bridging, thin vessels and speck removal
             seg.use_tree(args.weights)
             args.bridge, args.min_fragment, args.thin_vessels = seg.bridge, seg.min_fragment, seg.thin
-        threshold = seg.threshold if args.threshold is None else args.threshold
+        threshold = seg.threshold = seg.threshold if args.threshold is None else args.threshold  # edge_line's too
         method, detail = seg.pre["method"], seg.detail
         if args.av:
             seg.require_av(args.weights)

@@ -238,17 +238,18 @@ class Segmenter:
             return 1.0
         return work_scale(fov, np.shape(fov), target, self.detail)
 
-    def probability(self, image, fov=None, trace=None):
+    def probability(self, image, fov=None, trace=None, threshold=None):
         """Vessel probability in [0, 1], float32, same height/width as ``image``; 0 outside the FOV.
 
         ``image``: any array ``preprocess.as_image`` accepts; ``fov``: bool HxW, else estimated.
         ``trace``: a dict that receives every intermediate stage (gray, work image, network input,
         windows, blended map, the map at the photograph's size, FOV) for the step-by-step view; the
-        result does not change.
+        result does not change. ``threshold``: the one the caller will cut the map at (default: the model's),
+        at which the weights' ``edge_line`` finds the pieces it clears.
         """
-        return self.maps(image, fov, trace)[0]
+        return self.maps(image, fov, trace, threshold)[0]
 
-    def maps(self, image, fov=None, trace=None):
+    def maps(self, image, fov=None, trace=None, threshold=None):
         """Every output of the network, as ``probability`` makes the first: float32 K x H x W in [0, 1],
         0 outside the FOV (K = 1 for a vessel model; the artery/vein model's second map is the
         probability that a vessel pixel is an artery)."""
@@ -296,13 +297,13 @@ class Segmenter:
             trace["full"] = out[0].copy()  # the photograph's size, before the FOV is cleared
         out[:, ~fov] = 0.0
         if self.edge_line:
-            self.clear_edge_lines(out, fov)
+            self.clear_edge_lines(out, fov, threshold)
         return out
 
-    def clear_edge_lines(self, out, fov):
+    def clear_edge_lines(self, out, fov, threshold=None):
         """Clear from the maps ``out`` (K x H x W, in place), in the outer ring of ``fov`` (depth from the mask's
         edge, the image's border included, <= edge_line["depth"] x the FOV diameter), every piece of the vessel
-        mask (the first map at the model's threshold, 8-connected, inside the ring) longer along the edge than
+        mask (the first map at ``threshold``, else the model's, 8-connected, inside the ring) longer along the edge than
         edge_line["length"] x the diameter (its pixel count over the ring's depth). A vessel crosses the edge
         and leaves a short piece there; a line drawn along the edge (the A/V model on STARE's scanned rim, where
         an estimated FOV takes in the dark ramp) leaves a long one. Chosen on training photographs
@@ -311,7 +312,7 @@ class Segmenter:
         r = self.edge_line["depth"] * d
         depth = cv2.distanceTransform(np.pad(fov, 1).astype(np.uint8), cv2.DIST_L2, 3)[1:-1, 1:-1]
         ring = fov & (depth <= r)
-        pieces = ((out[0] >= self.threshold) & ring).astype(np.uint8)
+        pieces = ((out[0] >= (self.threshold if threshold is None else threshold)) & ring).astype(np.uint8)
         n, labels, stats, _ = cv2.connectedComponentsWithStats(pieces, connectivity=8)
         if n <= 1:
             return
@@ -330,7 +331,7 @@ class Segmenter:
         image = as_image(image)
         if fov is None:
             fov = estimate_fov(image)
-        prob = self.probability(image, fov, trace)
+        prob = self.probability(image, fov, trace, threshold)
         return prob, self.mask(prob, fov, threshold)
 
     def require_av(self, name="this model"):
@@ -346,7 +347,7 @@ class Segmenter:
         if fov is None:
             fov = estimate_fov(image)
         self.require_av()
-        maps = self.maps(image, fov)
+        maps = self.maps(image, fov, threshold=threshold)
         mask = self.mask(maps[0], fov, threshold)
         return maps[0], mask, maps[1], self.kinds(mask, maps[1], fov, vote)
 

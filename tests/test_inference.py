@@ -398,3 +398,23 @@ def test_edge_line_clears_pieces_running_along_the_fov_edge_and_keeps_vessels_cr
     assert (out[:, line] == 0).all()
     assert np.array_equal(out[:, vessel], kept[:, vessel])
     assert np.array_equal(out[:, depth > 4], kept[:, depth > 4])
+
+
+def test_edge_line_is_found_at_the_threshold_the_caller_cuts_at():
+    """A line along the edge at probability 0.4 is no piece at the model's threshold 0.5, but it is one of the
+    mask ``segment(..., threshold=0.3)`` (the web page's threshold) makes: found there, it is cleared, and
+    nothing of it is left in that mask."""
+    h = w = 201
+    yy, xx = np.mgrid[:h, :w]
+    fov = (yy - 100) ** 2 + (xx - 100) ** 2 <= 95 ** 2
+    depth = cv2.distanceTransform(np.pad(fov, 1).astype(np.uint8), cv2.DIST_L2, 3)[1:-1, 1:-1]
+    line = fov & (depth <= 2) & (yy > 150)
+    fixed = np.zeros((h, w), np.float32)
+    fixed[line] = 0.4
+    seg = Segmenter(_model(), {"method": "whole", "edge_line": {"depth": 0.02, "length": 0.1}}, threshold=0.5)
+    seg.network_maps = lambda work, trace=None: fixed[None].copy()
+    image = np.full((h, w), 120, np.uint8)
+    assert (seg.probability(image, fov)[line] == np.float32(0.4)).all()  # at 0.5 there is no piece to clear
+    prob, mask = seg.segment(image, fov, threshold=0.3)
+    assert not mask[line].any() and (prob[line] == 0).all()
+    assert seg.threshold == 0.5  # the model's own is left as it was
