@@ -43,7 +43,7 @@ import distributed
 from cli import UserError, add_dataset_args, bounded, run_main, writable_dir
 from dataset import load_sample, pair_files, read_av_label, split_dir
 from imio import atomic_replace, read_mask, read_probability, write_csv
-from metrics import all_metrics, binary_metrics, confusion, counts_metrics, pooled, vessel_interval
+from metrics import auc_metrics, confusion, counts_metrics, pooled, vessel_interval
 from postprocess import add_postprocess_args, vessel_mask
 from preprocess import fov_diameter
 import topology
@@ -103,18 +103,18 @@ def evaluate(samples, probs, threshold, bridge=False, min_fragment=0, thin=0.0):
     """Pooled metrics (pixels and topology) plus one row per image. The AUCs score the maps; the
     other metrics the masks ``postprocess.vessel_mask`` makes of them (``threshold``; gaps bridged,
     thin vessels kept, specks removed when asked), as predict.py writes them."""
-    rows, masks = [], []
+    rows, masks, counts = [], [], []
     for s, p in zip(samples, probs):
         mask = vessel_mask(p, threshold, fov_diameter(s.fov), bridge, min_fragment, thin=thin)
-        m = all_metrics(s.label[s.fov], p[s.fov], threshold, mask[s.fov])
-        rows.append({"image": s.name, "rater": MODEL, **{k: round(m[k], 5) for k in ORDER},
-                     **dict(zip(COUNTS, confusion(s.label[s.fov], mask[s.fov])))})
+        c = confusion(s.label[s.fov], mask[s.fov])
+        m = {**auc_metrics(s.label[s.fov], p[s.fov]), **counts_metrics(*c)}
+        rows.append({"image": s.name, "rater": MODEL, **{k: round(m[k], 5) for k in ORDER}, **dict(zip(COUNTS, c))})
         masks.append(mask)
+        counts.append(c)
     top_rows, top = topology_scores(samples, masks, MODEL)
     rows = [{**r, **t} for r, t in zip(rows, top_rows)]
     y, p = pooled([(s.label, pr, s.fov) for s, pr in zip(samples, probs)])
-    _, pred = pooled([(s.label, m, s.fov) for s, m in zip(samples, masks)])
-    return {**all_metrics(y, p, threshold, pred), **top}, rows, (y, p)
+    return {**auc_metrics(y, p), **counts_metrics(*map(sum, zip(*counts))), **top}, rows, (y, p)  # counts pooled
 
 
 def human_reference(root, dataset, samples):
@@ -128,14 +128,14 @@ def human_reference(root, dataset, samples):
         if not path.is_file():
             return None
         masks.append(read_mask(path))
-    rows = []
+    rows, counts = [], []
     for s, m in zip(samples, masks):
         c = confusion(s.label[s.fov], m[s.fov])
         b = counts_metrics(*c)
         rows.append({"image": s.name, "rater": HUMAN, **{k: round(b[k], 5) for k in ORDER[2:]}, **dict(zip(COUNTS, c))})
+        counts.append(c)
     top_rows, top = topology_scores(samples, masks, HUMAN)
-    y, pred = pooled([(s.label, m, s.fov) for s, m in zip(samples, masks)])
-    return {**binary_metrics(y, pred), **top}, [{**r, **t} for r, t in zip(rows, top_rows)]
+    return {**counts_metrics(*map(sum, zip(*counts))), **top}, [{**r, **t} for r, t in zip(rows, top_rows)]
 
 
 def model_record(weights):

@@ -49,12 +49,15 @@ def counts_metrics(tp, fp, fn, tn):
     }
 
 
+def auc_metrics(y, p):
+    """AUC-ROC and AUC-PR (average precision) of the scores ``p`` against the boolean labels ``y``."""
+    return {"auc_roc": float(roc_auc_score(y, p)), "auc_pr": float(average_precision_score(y, p))}
+
+
 def all_metrics(y, p, threshold, pred=None):
-    """AUC-ROC, AUC-PR (average precision) of the scores ``p`` and the binary metrics of ``pred``
+    """``auc_metrics`` of the scores ``p`` and the binary metrics of ``pred``
     (default: ``p >= threshold``; e.g. a mask with its fragments removed, postprocess.py)."""
-    out = {"auc_roc": float(roc_auc_score(y, p)), "auc_pr": float(average_precision_score(y, p))}
-    out.update(binary_metrics(y, p >= threshold if pred is None else pred))
-    return out
+    return {**auc_metrics(y, p), **binary_metrics(y, p >= threshold if pred is None else pred)}
 
 
 def interval_over_images(per_image, score, keys, level=0.95, n_resamples=2000, seed=0):

@@ -121,3 +121,26 @@ def test_the_vessel_interval_is_a_bootstrap_of_the_images_pooled_again():
     assert lo_s < 0.4 and hi_s > 0.6  # half the vessel pixels found, with a wide spread
     assert vessel_interval(mixed)["specificity"] == pytest.approx((1.0, 1.0))  # no false positive anywhere
     assert vessel_interval(alike[:1]) == {"f1": None, "sensitivity": None, "specificity": None, "accuracy": None}
+
+
+def test_the_second_observer_is_pooled_over_the_fov_pixels_of_all_images(tmp_path):
+    """evaluate.human_reference: DATASET/test/label2 scored as a model is, its pooled figures those of the FOV
+    pixels of every image concatenated (not one image's, not averaged per image)."""
+    from evaluate import human_reference
+    from imio import write_png
+
+    folder = tmp_path / "SET" / "test" / "label2"
+    folder.mkdir(parents=True)
+    samples, ys, preds = [], [], []
+    for i in range(3):
+        label, prob, fov = _fov_case(i)
+        second = prob >= 0.3 + 0.1 * i  # a second observer that disagrees differently on each image
+        write_png(folder / f"{i}.png", second.astype(np.uint8) * 255)
+        samples.append(Sample(f"{i}", None, label, fov))
+        ys.append(label[fov])
+        preds.append(second[fov])
+    summary, rows = human_reference(tmp_path, "SET", samples)
+    expected = binary_metrics(np.concatenate(ys), np.concatenate(preds))
+    assert {k: summary[k] for k in expected} == expected
+    assert [r["f1"] for r in rows] == [round(binary_metrics(y, p)["f1"], 5) for y, p in zip(ys, preds)]
+    assert len({r["f1"] for r in rows}) == 3
