@@ -2,6 +2,9 @@
 import functools
 import os
 import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent  # the toolkit's folder: the shipped weights are here
 
 
 class UserError(Exception):
@@ -26,6 +29,15 @@ def run_main(main):
             raise SystemExit(130)
 
     return wrapper
+
+
+def shipped(name):
+    """The file a default ``--weights`` NAME means: NAME in the current folder when there is one (a model of the
+    user's, or the toolkit's own folder), else the one shipped beside these scripts (so a script run from another
+    folder finds the shipped model), else NAME (whose error then names it)."""
+    if Path(name).exists() or not (HERE / name).exists():
+        return str(name)
+    return str(HERE / name)
 
 
 def warn(msg):

@@ -40,7 +40,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 import distributed
-from cli import UserError, add_dataset_args, bounded, run_main, writable_dir
+from cli import UserError, add_dataset_args, bounded, run_main, shipped, writable_dir
 from dataset import load_sample, pair_files, read_av_label, split_dir
 from imio import atomic_replace, read_mask, read_probability, write_csv
 from metrics import auc_metrics, confusion, counts_metrics, pooled, vessel_interval
@@ -213,8 +213,9 @@ def main(argv=None):
                    help="which split to score; val: the training images the weights held out for validation "
                         "(named in the .pth), for choosing between models without touching the test set "
                         "(default: %(default)s)")
-    p.add_argument("--weights", default="UNet.pth",
-                   help="weights to evaluate, .pth (PyTorch) or .onnx (ONNX Runtime) (default: %(default)s)")
+    p.add_argument("--weights", default=None,
+                   help="weights to evaluate, .pth (PyTorch) or .onnx (ONNX Runtime) (default: UNet.pth, the shipped "
+                        "one when the current folder has none)")
     p.add_argument("--pred", default=None,
                    help="score probability maps NAME_prob.png/NAME.png from this folder instead "
                         "(16-bit PNG: 0-65535 = 0-1, as predict.py --prob writes; 8-bit: 0-255 = 0-1)")
@@ -233,6 +234,8 @@ def main(argv=None):
     p.add_argument("--out", default=None, help="output folder (default: eval/DATASET_NAME)")
     distributed.add_device_arg(p)
     args = p.parse_args(argv)
+    if args.weights is None:
+        args.weights = shipped("UNet.pth")
 
     if args.tree and args.pred:
         raise UserError("--tree uses the tree setting stored in --weights; --pred maps have none (give --threshold)")

@@ -379,7 +379,7 @@ def prediction_main(default_weights, doc, train_hint):
     from tqdm import tqdm
 
     import distributed
-    from cli import bounded, run_main, warn, writable_dir
+    from cli import bounded, run_main, shipped, warn, writable_dir
     from disc import COLUMNS as DISC_COLUMNS, find_disc, read_disc_json, write_disc_json
     from imio import is_image_file, list_images, read_image, stem, write_csv, write_png, write_probability
     from postprocess import add_postprocess_args
@@ -395,7 +395,7 @@ def prediction_main(default_weights, doc, train_hint):
         p.add_argument("--weights", default=None,
                        help="model file: .onnx runs through ONNX Runtime without PyTorch, .pth through PyTorch "
                             f"(default: {default_weights}, exported from {default_weights[:-5]}.pth; with --av: "
-                            f"{AV_WEIGHTS})")
+                            f"{AV_WEIGHTS}; from the current folder, else the shipped one beside this script)")
         p.add_argument("--av", action="store_true",
                        help="also tell arteries from veins (an artery/vein model, train.py --av): NAME_av.png, the "
                             "vessels coloured arteries red, veins blue (RITE's colours), each segment between branch "
@@ -425,8 +425,8 @@ def prediction_main(default_weights, doc, train_hint):
         add_scale_args(p)
         distributed.add_device_arg(p)
         args = p.parse_args(argv)
-        if args.weights is None:
-            args.weights = AV_WEIGHTS if args.av else default_weights
+        if args.weights is None:  # the shipped model, found beside the scripts when run from another folder
+            args.weights = shipped(AV_WEIGHTS if args.av else default_weights)
 
         rank, size, _ = distributed.world()
         out_dir = Path(args.output)
@@ -448,7 +448,7 @@ def prediction_main(default_weights, doc, train_hint):
         if not jobs[0][0].exists() and args.input is None:
             raise UserError(f"{jobs[0][0]} not found: put the image to segment there, or pass --input FILE_OR_DIR")
         writable_dir(out_dir)
-        hint = train_hint if args.weights != AV_WEIGHTS else \
+        hint = train_hint if Path(args.weights).name != AV_WEIGHTS else \
             (" (the shipped one is the 8-bit copy of UNet_AV.pth: python export_onnx.py UNet_AV.pth --int8 "
              "DRIVE-AV/train/image LES-AV/train/image --out UNet_AV.onnx; or --weights UNet_AV.pth; "
              "train with: python train.py --av)")

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 import distributed
-from cli import UserError, bounded, run_main, warn, writable_dir
+from cli import UserError, bounded, run_main, shipped, warn, writable_dir
 from imio import is_image_file, list_images, read_image, stem
 from postprocess import add_postprocess_args
 
@@ -55,7 +55,8 @@ def get_args(argv=None):
     p.add_argument("--workers", type=bounded(int, 1), default=None,
                    help="processes measuring in parallel (default: the number of CPU cores; 1 under torchrun)")
     g = p.add_argument_group("segmenting photographs (as predict.py)")
-    g.add_argument("--weights", default="UNet.onnx", help="model file, .onnx or .pth (default: %(default)s)")
+    g.add_argument("--weights", default=None,
+                   help="model file, .onnx or .pth (default: UNet.onnx, the shipped one when the current folder has none)")
     g.add_argument("--threshold", type=bounded(float, 0, 1, lo_open=True, hi_open=True), default=None,
                    help="override the threshold stored in the weights")
     g.add_argument("--tta", action="store_true", help="average with a horizontally flipped pass")
@@ -64,7 +65,10 @@ def get_args(argv=None):
                    help="segment large photographs at up to DETAIL times the training scale")
     add_postprocess_args(g)
     distributed.add_device_arg(g)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.weights is None:
+        args.weights = shipped("UNet.onnx")
+    return args
 
 
 def _files(arg, what):

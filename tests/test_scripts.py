@@ -255,3 +255,26 @@ def test_bad_inputs_end_in_one_clear_line(tmp_path):
     (tmp_path / "bad.pth").write_bytes(b"\x00" * 100)
     r = run("predict.py", "--weights", "bad.pth", "--input", str(REPO / "predict" / "img.png"), cwd=tmp_path)
     assert r.returncode == 2 and "not a readable checkpoint" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_the_shipped_weights_are_found_from_another_folder_and_a_users_own_come_first(tmp_path, monkeypatch):
+    """predict.py and measure.py run from a folder without weights use the shipped model beside the scripts (the
+    masks equal those of --weights REPO/UNet.onnx); a UNet.onnx in the current folder is the user's and is used."""
+    import predict
+    from imio import read_mask
+
+    photo = str(REPO / "predict" / "img.png")
+    monkeypatch.chdir(tmp_path)
+    predict.main(["--input", photo, "--output", "default"])
+    predict.main(["--input", photo, "--output", "explicit", "--weights", str(REPO / "UNet.onnx")])
+    default = read_mask(tmp_path / "default" / "img.png")
+    assert np.array_equal(default, read_mask(tmp_path / "explicit" / "img.png")) and default.mean() > 0.05
+    import measure
+
+    measure.main(["--input", photo, "--output", str(tmp_path / "m" / "measurements.csv"), "--workers", "1"])
+    assert (tmp_path / "m" / "measurements.csv").read_text().count("\n") == 2
+    shutil.copy(REPO / "UNet_fast.onnx", tmp_path / "UNet.onnx")  # the user's own model, by the default's name
+    predict.main(["--input", photo, "--output", "own"])
+    predict.main(["--input", photo, "--output", "fast", "--weights", str(REPO / "UNet_fast.onnx")])
+    own = read_mask(tmp_path / "own" / "img.png")
+    assert np.array_equal(own, read_mask(tmp_path / "fast" / "img.png")) and not np.array_equal(own, default)
