@@ -22,7 +22,7 @@ def tiny_weights(path, threshold, tree=None, info=None):
     return export(path)
 
 
-def faint_map(self, image, fov=None, trace=None):
+def faint_map(self, image, fov=None, trace=None, threshold=None):
     """A stand-in for the network: the synthetic photograph's wide vessel (the horizontal bar) at 0.9,
     its thin one at 0.3, and a faint false vessel along row 30 at 0.1."""
     gray = image[..., 0] if image.ndim == 3 else image
