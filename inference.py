@@ -27,8 +27,8 @@ import numpy as np
 from allocator import tune_malloc
 from cli import UserError
 from postprocess import vessel_mask
-from preprocess import (as_image, enhance, equalize, estimate_fov, fov_diameter, reads_colour, rescale, resize,
-                        to_channels)
+from preprocess import (as_image, enhance, equalize, estimate_fov, fov_depth, fov_diameter, reads_colour, rescale,
+                        resize, to_channels)
 
 MAX_UPSCALE = 4.0  # largest rescaling factor of the whole-image method
 MAX_WORK_SIDE = 4096  # ... and largest side of the rescaled image
@@ -310,7 +310,7 @@ class Segmenter:
         (docs/experiments.md, Session 28)."""
         d = fov_diameter(fov)
         r = self.edge_line["depth"] * d
-        depth = cv2.distanceTransform(np.pad(fov, 1).astype(np.uint8), cv2.DIST_L2, 3)[1:-1, 1:-1]
+        depth = fov_depth(fov)
         ring = fov & (depth <= r)
         pieces = ((out[0] >= (self.threshold if threshold is None else threshold)) & ring).astype(np.uint8)
         n, labels, stats, _ = cv2.connectedComponentsWithStats(pieces, connectivity=8)

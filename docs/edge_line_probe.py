@@ -11,13 +11,12 @@ import argparse
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from imio import read_image, stem, write_png  # noqa: E402
 from inference import AV_WEIGHTS, Segmenter  # noqa: E402
-from preprocess import estimate_fov  # noqa: E402
+from preprocess import estimate_fov, fov_depth  # noqa: E402
 
 
 def main(argv=None):
@@ -37,7 +36,7 @@ def main(argv=None):
     for path in args.photos:
         image = read_image(path)
         fov = estimate_fov(image)
-        depth = cv2.distanceTransform(np.pad(fov, 1).astype(np.uint8), cv2.DIST_L2, 3)[1:-1, 1:-1]
+        depth = fov_depth(fov)
         ring = fov & (depth <= 3)
         results = []
         for setting in ({}, stored):

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from inference import Segmenter, tiled_predict, upsample_map
+from preprocess import fov_depth
 from unet import TorchNet, UNet
 from conftest import disc_image
 
@@ -386,7 +387,7 @@ def test_edge_line_clears_pieces_running_along_the_fov_edge_and_keeps_vessels_cr
     h = w = 201
     yy, xx = np.mgrid[:h, :w]
     fov = (yy - 100) ** 2 + (xx - 100) ** 2 <= 95 ** 2  # diameter 191: ring depth 0.02 x 191 = 3.8 px
-    depth = cv2.distanceTransform(np.pad(fov, 1).astype(np.uint8), cv2.DIST_L2, 3)[1:-1, 1:-1]
+    depth = fov_depth(fov)
     out = np.zeros((2, h, w), np.float32)
     line = fov & (depth <= 2) & (yy > 150)             # along the lower edge: ~90 px long
     vessel = fov & (np.abs(xx - 100) <= 3) & (yy < 60)  # crossing the upper edge, 7 px wide
@@ -407,7 +408,7 @@ def test_edge_line_is_found_at_the_threshold_the_caller_cuts_at():
     h = w = 201
     yy, xx = np.mgrid[:h, :w]
     fov = (yy - 100) ** 2 + (xx - 100) ** 2 <= 95 ** 2
-    depth = cv2.distanceTransform(np.pad(fov, 1).astype(np.uint8), cv2.DIST_L2, 3)[1:-1, 1:-1]
+    depth = fov_depth(fov)
     line = fov & (depth <= 2) & (yy > 150)
     fixed = np.zeros((h, w), np.float32)
     fixed[line] = 0.4

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from preprocess import equalize, estimate_fov, fov_diameter, resize, to_gray
 from conftest import disc_image
@@ -112,3 +113,18 @@ def test_as_image_normalises_every_kind_of_array():
         with pytest.raises(UserError, match=msg):
             as_image(bad)
     assert as_image(np.zeros((8, 8), np.uint8)).shape == (8, 8)  # the smallest allowed
+
+
+def test_fov_depth_counts_from_the_mask_edge_and_the_image_border():
+    """preprocess.fov_depth: one step (0.955, OpenCV's 3x3 mask) on the outermost pixels of the mask, the image's
+    border an edge too, one more step per pixel inwards, 0 outside the mask."""
+    from preprocess import fov_depth
+
+    step = pytest.approx(0.955, abs=1e-3)
+    full = np.ones((7, 9), bool)
+    d = fov_depth(full)
+    assert d[0, 4] == step and d[3, 0] == step and d[3, 4] / 4 == step and d[1, 1] / 2 == step
+    half = full.copy()
+    half[:, 5:] = False  # the mask's own edge, inside the image
+    d = fov_depth(half)
+    assert (d[:, 5:] == 0).all() and d[3, 4] == step and d[3, 3] / 2 == step
